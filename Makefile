@@ -1,0 +1,41 @@
+# Two commands for a new user: `make reproduce` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build of torch where the package index offers it; a GPU user sets TORCH_SPEC=torch
+# (or a CUDA-specific pin) on the command line. If the pinned build is not offered, the
+# fallback takes whatever torch the index serves.
+TORCH_SPEC ?= torch==2.13.0+cpu
+TORCH_FALLBACK ?= torch>=2.2
+EXTRAS ?= test
+CORES ?= all
+comma := ,
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(subst $(comma),_,$(EXTRAS))
+
+.PHONY: venv reproduce test lint bench clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" || $(BIN)/pip install --quiet "$(TORCH_FALLBACK)"
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+bench: $(STAMP)
+	$(BIN)/python -m ntk_repro.bench --out results/bench
+
+clean-results:
+	rm -rf results .snakemake

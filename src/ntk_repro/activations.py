@@ -1,0 +1,232 @@
+"""Activations σ with their derivatives and, where they exist, closed-form Gaussian moments.
+
+An activation is parsed from a spec string:
+
+- ``relu``, ``scaled_relu`` (√2·relu), ``erf``, ``tanh``, ``identity``;
+- ``normalized:<name>``: σ̄ = (σ − E[σ(z)]) / sqrt(Var[σ(z)]), z ~ N(0, 1).
+
+Every activation is an affine image ``a·base(z) + b`` of a base function. The closed-form
+Gaussian expectations of the base (arc-cosine kernel for ReLU, arcsin formula for erf) carry
+through the affine map, so ``scaled_relu`` and ``normalized:relu`` have closed forms too.
+Expectations of activations without a closed form (``tanh``) go through the quadrature core in
+:mod:`ntk_repro.gauss`; every activation can be sent through that path, which is how the two
+are tested against each other.
+
+All functions take and return torch tensors so they run on any device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import torch
+
+Tensor = torch.Tensor
+
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+# --- base functions ---------------------------------------------------------------------------
+# Each base provides: the function, its derivative, and optionally closed forms of
+#   mean(q)          = E[σ(u)],            u ~ N(0, q)
+#   cross(q1,q2,c)   = E[σ(u) σ(v)],       (u, v) ~ N(0, [[q1, c], [c, q2]])
+#   dcross(q1,q2,c)  = E[σ'(u) σ'(v)]
+# Arguments are broadcastable tensors.
+
+
+def _relu_cross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+    # Arc-cosine kernel of degree 1 (Cho & Saul 2009).
+    norm = torch.sqrt(q1 * q2)
+    rho = torch.clamp(c / norm, -1.0, 1.0)
+    theta = torch.arccos(rho)
+    return norm * (torch.sin(theta) + (math.pi - theta) * rho) / (2.0 * math.pi)
+
+
+def _relu_dcross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+    # Arc-cosine kernel of degree 0: P(u > 0, v > 0).
+    rho = torch.clamp(c / torch.sqrt(q1 * q2), -1.0, 1.0)
+    return (math.pi - torch.arccos(rho)) / (2.0 * math.pi)
+
+
+def _erf_cross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+    arg = 2.0 * c / torch.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2))
+    return (2.0 / math.pi) * torch.arcsin(torch.clamp(arg, -1.0, 1.0))
+
+
+def _erf_dcross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+    det = (1.0 + 2.0 * q1) * (1.0 + 2.0 * q2) - 4.0 * c * c
+    return (4.0 / math.pi) / torch.sqrt(det)
+
+
+@dataclass(frozen=True)
+class _Base:
+    name: str
+    fn: Callable[[Tensor], Tensor]
+    grad: Callable[[Tensor], Tensor]
+    mean: Callable[[Tensor], Tensor] | None = None
+    cross: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+    dcross: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+
+
+_BASES: dict[str, _Base] = {
+    "relu": _Base(
+        "relu",
+        fn=torch.relu,
+        grad=lambda z: (z > 0).to(z.dtype),
+        mean=lambda q: torch.sqrt(q) / _SQRT_2PI,
+        cross=_relu_cross,
+        dcross=_relu_dcross,
+    ),
+    "erf": _Base(
+        "erf",
+        fn=torch.erf,
+        grad=lambda z: _TWO_OVER_SQRT_PI * torch.exp(-z * z),
+        mean=torch.zeros_like,
+        cross=_erf_cross,
+        dcross=_erf_dcross,
+    ),
+    "tanh": _Base(
+        "tanh",
+        fn=torch.tanh,
+        grad=lambda z: 1.0 - torch.tanh(z) ** 2,
+    ),
+    "identity": _Base(
+        "identity",
+        fn=lambda z: z,
+        grad=torch.ones_like,
+        mean=torch.zeros_like,
+        cross=lambda q1, q2, c: c * torch.ones_like(q1 * q2),
+        dcross=lambda q1, q2, c: torch.ones_like(q1 * q2 * c),
+    ),
+}
+
+# Named affine images of a base: name -> (base, scale, shift).
+_ALIASES: dict[str, tuple[str, float, float]] = {
+    "scaled_relu": ("relu", math.sqrt(2.0), 0.0),
+}
+
+NORMALIZED_PREFIX = "normalized:"
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`get_activation` (each also under ``normalized:``)."""
+    return sorted([*_BASES, *_ALIASES])
+
+
+@dataclass(frozen=True)
+class Activation:
+    """σ(z) = scale · base(z) + shift, with closed-form moments when the base has them.
+
+    Use :func:`get_activation` to build one from a spec string.
+    """
+
+    spec: str
+    base: _Base
+    scale: float = 1.0
+    shift: float = 0.0
+
+    def __call__(self, z: Tensor) -> Tensor:
+        out = self.base.fn(z)
+        if self.scale != 1.0:
+            out = out * self.scale
+        if self.shift != 0.0:
+            out = out + self.shift
+        return out
+
+    def derivative(self, z: Tensor) -> Tensor:
+        out = self.base.grad(z)
+        return out * self.scale if self.scale != 1.0 else out
+
+    @property
+    def has_closed_form(self) -> bool:
+        base = self.base
+        needs_mean = self.shift != 0.0
+        return (
+            base.cross is not None
+            and base.dcross is not None
+            and (base.mean is not None or not needs_mean)
+        )
+
+    def closed_form_cross(self, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+        """E[σ(u)σ(v)] for (u, v) ~ N(0, [[q1, c], [c, q2]]), closed form."""
+        a, b = self.scale, self.shift
+        out = (a * a) * self.base.cross(q1, q2, c)
+        if b != 0.0:
+            out = out + (a * b) * (self.base.mean(q1) + self.base.mean(q2)) + b * b
+        return out
+
+    def closed_form_dcross(self, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+        """E[σ'(u)σ'(v)], closed form."""
+        return (self.scale * self.scale) * self.base.dcross(q1, q2, c)
+
+
+@lru_cache(maxsize=None)
+def _standard_moments(base_name: str) -> tuple[float, float]:
+    """(E[base(z)], E[base(z)^2]) for z ~ N(0,1), computed once by 1-D quadrature."""
+    from ntk_repro.gauss import expect_1d
+
+    base = _BASES[base_name]
+    one = torch.ones((), dtype=torch.float64)
+    if base.mean is not None and base.cross is not None:
+        return float(base.mean(one)), float(base.cross(one, one, one))
+    m1 = expect_1d(lambda u: base.fn(u), one)
+    m2 = expect_1d(lambda u: base.fn(u) ** 2, one)
+    return float(m1), float(m2)
+
+
+@lru_cache(maxsize=None)
+def get_activation(spec: str) -> Activation:
+    """Parse an activation spec (see module docstring).
+
+    Raises
+    ------
+    ValueError
+        If the spec names no known activation; the message names ``activation``.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"activation must be a string, got {type(spec).__name__}")
+    name = spec.strip()
+    normalized = name.startswith(NORMALIZED_PREFIX)
+    if normalized:
+        name = name[len(NORMALIZED_PREFIX):]
+    if name in _ALIASES:
+        base_name, scale, shift = _ALIASES[name]
+    elif name in _BASES:
+        base_name, scale, shift = name, 1.0, 0.0
+    else:
+        raise ValueError(
+            f"activation {spec!r} is unknown; choose one of {available()} "
+            f"or '{NORMALIZED_PREFIX}<name>'"
+        )
+    if normalized:
+        mean, second = _standard_moments(base_name)
+        base_mean, base_var = mean, second - mean * mean
+        # σ = scale·base + shift, so σ̄ = (base − E base)/sd(base) whatever scale/shift were.
+        sd = math.sqrt(base_var)
+        scale, shift = 1.0 / sd, -base_mean / sd
+    return Activation(spec=spec.strip(), base=_BASES[base_name], scale=scale, shift=shift)
+
+
+def standard_moments(spec: str) -> dict[str, float]:
+    """Moments of σ under z ~ N(0, 1), in float64.
+
+    Returns a dict with ``mean`` = E[σ(z)], ``second`` = E[σ(z)²] and
+    ``grad_second`` = E[σ'(z)²] (the latter enters r_{σ,β} = (1−β²)·E[σ'(z)²]).
+    """
+    from ntk_repro.gauss import expect_1d
+
+    act = get_activation(spec)
+    one = torch.ones((), dtype=torch.float64)
+    if act.has_closed_form:
+        mean = float(act.scale * act.base.mean(one) + act.shift) if act.base.mean else act.shift
+        second = float(act.closed_form_cross(one, one, one))
+        grad_second = float(act.closed_form_dcross(one, one, one))
+    else:
+        mean = float(expect_1d(act, one))
+        second = float(expect_1d(lambda u: act(u) ** 2, one))
+        grad_second = float(expect_1d(lambda u: act.derivative(u) ** 2, one))
+    return {"mean": mean, "second": second, "grad_second": grad_second}

@@ -1,0 +1,311 @@
+"""Infinite-width kernels of fully connected nets: the NNGP Σ(L) and the NTK Θ∞(L).
+
+Recursion (DESIGN.md §1), with c = s_W² (``ntk2018``: s_W = 1; ``balanced``: s_W = √(1−β²)):
+
+    Σ(1)(x,y)   = c · xᵀy / n0 + β²
+    Σ(ℓ+1)(x,y) = c · E[σ(u)σ(v)] + β²,        (u, v) ~ N(0, Σ(ℓ) on {x, y})
+    Σ̇(ℓ+1)(x,y) = c · E[σ'(u)σ'(v)]
+    Θ(1) = Σ(1),    Θ(ℓ+1) = Θ(ℓ) · Σ̇(ℓ+1) + Σ(ℓ+1)
+
+``depth`` is L, the number of weight layers. The layer map is one small pure function of the
+2×2 covariance (q1, q2, c) of each pair; the Gram is that map applied tile by tile, so an
+N×N output is the only N×N allocation (N = 20000 is 3.2 GB in float64) and no tile ever holds
+more than a few of its own temporaries. The expectations come from the activation's closed form
+where it exists (``method="auto"`` or ``"closed"``) or from the quadrature core in
+:mod:`ntk_repro.gauss` (``method="quadrature"``); both are the same map otherwise.
+
+Inputs are numpy arrays (N, n0); outputs numpy float64. Computation runs in torch float64 on
+``device`` (default CPU; ``"cuda"`` when available).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from ntk_repro.activations import Activation, get_activation
+from ntk_repro.gauss import expect_2d
+
+PARAMETRIZATIONS = ("ntk2018", "balanced")
+METHODS = ("auto", "closed", "quadrature")
+# Rows/columns per tile of the Gram: temporaries of a 2048² float64 tile are 32 MB each.
+_TILE = 2048
+
+
+# --- validation (at the edges only) ----------------------------------------------------------
+
+
+def weight_gain(beta: float, parametrization: str) -> float:
+    """s_W² for the given parametrisation."""
+    if parametrization == "ntk2018":
+        return 1.0
+    if parametrization == "balanced":
+        return 1.0 - beta * beta
+    raise ValueError(
+        f"parametrization {parametrization!r} is unknown; choose one of {list(PARAMETRIZATIONS)}"
+    )
+
+
+def check_hyperparameters(depth, beta, activation, parametrization) -> Activation:
+    """Validate the architecture arguments shared by kernels, networks and training."""
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating, np.integer)):
+        raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
+    if not (0.0 <= float(beta) <= 1.0):
+        raise ValueError(f"beta must lie in [0, 1], got {beta!r}")
+    weight_gain(float(beta), parametrization)
+    return get_activation(activation)
+
+
+def resolve_device(device) -> torch.device:
+    """``None``/"cpu" → CPU; "auto" → CUDA when torch sees it; "cuda" must exist."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but torch sees no CUDA device")
+    return dev
+
+
+def check_inputs(x, name: str, n0: int | None = None) -> np.ndarray:
+    """Return ``x`` as a float64 (N, n0) array, or raise ValueError naming the argument."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a numeric array: {err}") from None
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, n0) with N, n0 >= 1, got {arr.shape}")
+    if n0 is not None and arr.shape[1] != n0:
+        raise ValueError(f"{name} has input dimension {arr.shape[1]}, expected {n0} as in x1")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+# --- the layer map -----------------------------------------------------------------------------
+
+
+def layer_expectations(act: Activation, q1, q2, cov, method: str):
+    """(E[σ(u)σ(v)], E[σ'(u)σ'(v)]) for (u, v) ~ N(0, [[q1, cov], [cov, q2]]), broadcast."""
+    if method == "closed" or (method == "auto" and act.has_closed_form):
+        if not act.has_closed_form:
+            raise ValueError(
+                f"activation {act.spec!r} has no closed form; use method='quadrature' or 'auto'"
+            )
+        return act.closed_form_cross(q1, q2, cov), act.closed_form_dcross(q1, q2, cov)
+    return expect_2d(act, act, q1, q2, cov), expect_2d(act.derivative, act.derivative, q1, q2, cov)
+
+
+def _diagonal_variances(sq_norm: torch.Tensor, depth, beta, gain, act, method) -> list:
+    """q_ℓ = Σ(ℓ)(x, x) for ℓ = 1 … depth, each of the shape of ``sq_norm`` (= ‖x‖²/n0)."""
+    q = gain * sq_norm + beta * beta
+    out = [q]
+    for _ in range(depth - 1):
+        cross, _ = layer_expectations(act, q, q, q, method)
+        q = gain * cross + beta * beta
+        out.append(q)
+    return out
+
+
+def _propagate(sigma, q_rows, q_cols, depth, beta, gain, act, method, want_ntk: bool):
+    """Run the recursion from Σ(1) and return (Σ(L), Θ(L) or None).
+
+    ``q_rows[ℓ]`` and ``q_cols[ℓ]`` broadcast against ``sigma`` (the diagonal variances of
+    the row and column points at layer ℓ + 1).
+    """
+    theta = sigma.clone() if want_ntk else None
+    b2 = beta * beta
+    for layer in range(depth - 1):
+        cross, dcross = layer_expectations(act, q_rows[layer], q_cols[layer], sigma, method)
+        sigma = cross.mul_(gain).add_(b2)
+        if want_ntk:
+            theta.mul_(dcross.mul_(gain)).add_(sigma)
+    return sigma, theta
+
+
+def _tiles(n1: int, n2: int, symmetric: bool) -> Iterable[tuple[slice, slice]]:
+    for i in range(0, n1, _TILE):
+        for j in range(i if symmetric else 0, n2, _TILE):
+            yield slice(i, min(i + _TILE, n1)), slice(j, min(j + _TILE, n2))
+
+
+def kernel_matrices(
+    x1,
+    x2=None,
+    *,
+    depth: int,
+    beta: float,
+    activation: str = "relu",
+    parametrization: str = "ntk2018",
+    device=None,
+    method: str = "auto",
+    get: tuple[str, ...] = ("nngp", "ntk"),
+) -> dict[str, np.ndarray]:
+    """Σ(L) and/or Θ∞(L) Gram matrices in one pass.
+
+    Parameters
+    ----------
+    x1 : array (N1, n0).  x2 : array (N2, n0) or None (then x2 = x1 and symmetry is used).
+    depth : L >= 1.  beta : bias balance in [0, 1].
+    activation : spec, see :mod:`ntk_repro.activations`.
+    parametrization : "ntk2018" or "balanced".
+    device : None / "cpu" / "cuda" / "auto".
+    method : "auto" (closed form when it exists), "closed" or "quadrature".
+    get : subset of ("nngp", "ntk").
+
+    Returns
+    -------
+    dict mapping each requested name to a float64 array (N1, N2).
+    """
+    act = check_hyperparameters(depth, beta, activation, parametrization)
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is unknown; choose one of {list(METHODS)}")
+    get = tuple(get)
+    if not get or any(g not in ("nngp", "ntk") for g in get):
+        raise ValueError(f"get must name 'nngp' and/or 'ntk', got {get!r}")
+    a = check_inputs(x1, "x1")
+    symmetric = x2 is None
+    b = a if symmetric else check_inputs(x2, "x2", n0=a.shape[1])
+    dev = resolve_device(device)
+    beta = float(beta)
+    gain = weight_gain(beta, parametrization)
+    n0 = a.shape[1]
+
+    ta = torch.as_tensor(a, device=dev)
+    tb = ta if symmetric else torch.as_tensor(b, device=dev)
+    q_a = _diagonal_variances((ta * ta).sum(1) / n0, depth, beta, gain, act, method)
+    q_b = q_a if symmetric else _diagonal_variances((tb * tb).sum(1) / n0, depth, beta, gain, act, method)
+
+    outputs = {g: np.empty((a.shape[0], b.shape[0]), dtype=np.float64) for g in get}
+    want_ntk = "ntk" in get
+    for rows, cols in _tiles(a.shape[0], b.shape[0], symmetric):
+        sigma = (ta[rows] @ tb[cols].T).mul_(gain / n0).add_(beta * beta)
+        if symmetric and rows == cols:
+            # Make Σ(1)(x, x) bitwise equal to q_1(x) so that ρ = 1 exactly on the diagonal:
+            # the arc-cosine is ill-conditioned at ρ = 1 and a rounding of 1e-16 would cost 1e-8.
+            sigma.diagonal().copy_(q_a[0][rows])
+        sigma, theta = _propagate(
+            sigma,
+            [q[rows].unsqueeze(1) for q in q_a],
+            [q[cols].unsqueeze(0) for q in q_b],
+            depth, beta, gain, act, method, want_ntk,
+        )
+        for name, tile in (("nngp", sigma), ("ntk", theta)):
+            if name not in outputs:
+                continue
+            block = tile.cpu().numpy()
+            outputs[name][rows, cols] = block
+            if symmetric and rows != cols:
+                outputs[name][cols, rows] = block.T
+    return outputs
+
+
+def nngp(x1, x2=None, *, depth, beta, activation="relu", parametrization="ntk2018", device=None,
+         method="auto") -> np.ndarray:
+    """Σ(L)(x1, x2): covariance of the output of the infinite-width net at initialisation.
+
+    x1 (N1, n0), x2 (N2, n0) or None → float64 ndarray (N1, N2).
+    """
+    return kernel_matrices(x1, x2, depth=depth, beta=beta, activation=activation,
+                           parametrization=parametrization, device=device, method=method,
+                           get=("nngp",))["nngp"]
+
+
+def theta_inf(x1, x2=None, *, depth, beta, activation="relu", parametrization="ntk2018",
+              device=None, method="auto") -> np.ndarray:
+    """Θ∞(L)(x1, x2): the limiting neural tangent kernel.
+
+    x1 (N1, n0), x2 (N2, n0) or None → float64 ndarray (N1, N2).
+    """
+    return kernel_matrices(x1, x2, depth=depth, beta=beta, activation=activation,
+                           parametrization=parametrization, device=device, method=method,
+                           get=("ntk",))["ntk"]
+
+
+def kernels_of_cosine(
+    cosine,
+    *,
+    depth: int,
+    beta: float,
+    activation: str = "relu",
+    parametrization: str = "ntk2018",
+    sq_norm: float = 1.0,
+    method: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Σ(L) and Θ∞(L) as functions of the cosine between two inputs of equal norm.
+
+    For inputs with ‖x‖²/n0 = ‖y‖²/n0 = ``sq_norm`` (e.g. the sphere of radius √n0 with
+    sq_norm = 1) both kernels depend on x, y only through t = xᵀy/(‖x‖‖y‖): this evaluates
+    them at ``cosine`` (any shape, values in [−1, 1]).
+
+    Returns
+    -------
+    (nngp, ntk) : float64 arrays of the shape of ``cosine``.
+    """
+    act = check_hyperparameters(depth, beta, activation, parametrization)
+    t = np.asarray(cosine, dtype=np.float64)
+    if not np.isfinite(t).all() or np.abs(t).max(initial=0.0) > 1.0 + 1e-12:
+        raise ValueError("cosine must be finite and lie in [-1, 1]")
+    if not (np.isfinite(sq_norm) and sq_norm > 0):
+        raise ValueError(f"sq_norm must be positive, got {sq_norm!r}")
+    beta = float(beta)
+    gain = weight_gain(beta, parametrization)
+    tt = torch.as_tensor(np.clip(t, -1.0, 1.0))
+    q = _diagonal_variances(torch.tensor(float(sq_norm), dtype=torch.float64), depth, beta,
+                            gain, act, method)
+    sigma = tt * (gain * sq_norm) + beta * beta
+    sigma, theta = _propagate(sigma, q, q, depth, beta, gain, act, method, True)
+    return sigma.numpy(), theta.numpy()
+
+
+def kernel_ode_prediction(theta_test_train, theta_train, y_train, f0_train, f0_test, t,
+                          *, n_train: int | None = None, loss: str = "mse") -> np.ndarray:
+    """Mean prediction of a net trained by gradient flow with the NTK held fixed.
+
+    With C = (1/N)‖f − y‖² (``loss="mse"``) the train outputs obey
+    ∂t f = (2/N) Θ (y − f); with C = 1/(2N)‖f − y‖² (``loss="half_mse"``, the NTK paper's
+    convention) the rate is 1/N. Then
+
+        f_t(x) = f_0(x) + Θ(x, X) Θ(X, X)⁻¹ (I − e^{−η t Θ(X,X)}) (y − f_0(X)),  η = 2/N or 1/N.
+
+    Shapes: theta_test_train (M, N), theta_train (N, N), y/f0_train (N,) or (N, k),
+    f0_test (M,) or (M, k); t a float. Returns (M,) or (M, k).
+    """
+    n = theta_train.shape[0] if n_train is None else n_train
+    rate = loss_rate(loss, n)
+    evals, evecs = np.linalg.eigh(theta_train)
+    resid = np.asarray(y_train, dtype=np.float64) - np.asarray(f0_train, dtype=np.float64)
+    coef = evecs.T @ resid
+    # Θ⁻¹(I − e^{−ηtΘ}) applied in the eigenbasis; stable for tiny eigenvalues via expm1.
+    scale = -np.expm1(-rate * t * evals) / np.where(evals > 0, evals, np.inf)
+    scale = np.where(evals > 0, scale, rate * t)
+    weights = evecs @ ((scale.reshape(-1, *([1] * (coef.ndim - 1)))) * coef)
+    return np.asarray(f0_test, dtype=np.float64) + theta_test_train @ weights
+
+
+def loss_rate(loss: str, n: int) -> float:
+    """Rate η of the linearised dynamics ∂t f = η Θ (y − f) for the given loss convention."""
+    if loss == "mse":
+        return 2.0 / n
+    if loss == "half_mse":
+        return 1.0 / n
+    raise ValueError(f"loss {loss!r} is unknown; choose 'mse' (1/N·Σ) or 'half_mse' (1/(2N)·Σ)")
+
+
+__all__ = [
+    "PARAMETRIZATIONS",
+    "kernel_matrices",
+    "kernel_ode_prediction",
+    "kernels_of_cosine",
+    "layer_expectations",
+    "loss_rate",
+    "nngp",
+    "theta_inf",
+    "weight_gain",
+]
