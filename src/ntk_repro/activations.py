@@ -38,18 +38,30 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 # Arguments are broadcastable tensors.
 
 
+# |ρ| within this of 1 is taken as exactly ±1. arccos is ill-conditioned there
+# (arccos(1 − ε) ≈ √(2ε)): a rounding error of 1e-16 in ρ, e.g. from computing xᵀx by a
+# matrix product and ‖x‖² by a sum, would otherwise become an error of 1e-8 in the kernel.
+# Snapping moves a genuine |ρ| of 1 − 1e-15 by no more than that same rounding noise.
+_RHO_SNAP = 8 * torch.finfo(torch.float64).eps
+
+
+def correlation(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+    """ρ = c / √(q1 q2), clipped to [−1, 1], with rounding-level deviations from ±1 removed."""
+    rho = torch.clamp(c / torch.sqrt(q1 * q2), -1.0, 1.0)
+    return torch.where(rho.abs() > 1.0 - _RHO_SNAP, torch.sign(rho), rho)
+
+
 def _relu_cross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
     # Arc-cosine kernel of degree 1 (Cho & Saul 2009).
     norm = torch.sqrt(q1 * q2)
-    rho = torch.clamp(c / norm, -1.0, 1.0)
+    rho = correlation(q1, q2, c)
     theta = torch.arccos(rho)
     return norm * (torch.sin(theta) + (math.pi - theta) * rho) / (2.0 * math.pi)
 
 
 def _relu_dcross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
     # Arc-cosine kernel of degree 0: P(u > 0, v > 0).
-    rho = torch.clamp(c / torch.sqrt(q1 * q2), -1.0, 1.0)
-    return (math.pi - torch.arccos(rho)) / (2.0 * math.pi)
+    return (math.pi - torch.arccos(correlation(q1, q2, c))) / (2.0 * math.pi)
 
 
 def _erf_cross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:

@@ -25,6 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ntk_repro.activations import correlation
+
 Tensor = torch.Tensor
 Fn = Callable[[Tensor], Tensor]
 
@@ -106,8 +108,7 @@ def expect_2d(
     for start in range(0, q1.numel(), _PAIR_CHUNK):
         sl = slice(start, start + _PAIR_CHUNK)
         a1, a2 = torch.sqrt(q1[sl]), torch.sqrt(q2[sl])
-        # √(q1·q2), not √q1·√q2: then c = q1 = q2 gives ρ = 1 exactly (arccos is ill-conditioned there).
-        psi = torch.arccos(torch.clamp(c[sl] / torch.sqrt(q1[sl] * q2[sl]), -1.0, 1.0))  # (P,)
+        psi = torch.arccos(correlation(q1[sl], q2[sl], c[sl]))  # (P,)
         half = 0.5 * math.pi
         # Four arcs covering [π/2, 5π/2): lengths ψ, π−ψ, ψ, π−ψ.
         lo = torch.stack([half + 0 * psi, psi + half, 3 * half + 0 * psi, psi + 3 * half], -1)

@@ -187,6 +187,9 @@ def kernel_matrices(
     for rows, cols in _tiles(a.shape[0], b.shape[0], symmetric):
         sigma = (ta[rows] @ tb[cols].T).mul_(gain / n0).add_(beta * beta)
         if symmetric and rows == cols:
+            # BLAS need not return an exactly symmetric x xᵀ; the layer maps are symmetric
+            # in (x, y), so symmetrising Σ(1) makes the whole Gram exactly symmetric.
+            sigma = sigma.add_(sigma.T.clone()).mul_(0.5)
             # Make Σ(1)(x, x) bitwise equal to q_1(x) so that ρ = 1 exactly on the diagonal:
             # the arc-cosine is ill-conditioned at ρ = 1 and a rounding of 1e-16 would cost 1e-8.
             sigma.diagonal().copy_(q_a[0][rows])
