@@ -1,0 +1,361 @@
+"""Inputs and targets of the reproduced experiments (DESIGN.md §2).
+
+Everything is numpy in and numpy out (float64). Randomness comes only from an explicit
+``seed``: an int (reproducible: the same int gives the same points) or a
+``numpy.random.Generator`` (consumed, for callers that manage their own streams).
+
+- :func:`circle_points`: the unit circle of the NTK paper's figures, x = r·(cos γ, sin γ).
+- :func:`sphere_points`: uniform on the sphere of radius √n0 (‖x‖²/n0 = 1), as in the
+  Freeze & Chaos analysis.
+- :func:`gaussian_inputs`, :func:`product_target`, :func:`gaussian_batch_sampler`: fig1 of the
+  NTK paper trains on fresh N(0, I₂) inputs every step with target f*(x) = x1·x2.
+- :data:`FIG2_ANGLES`, :data:`FIG2_TARGETS`, :func:`fig2_training_set`: the 4 training points
+  of fig2.
+- :func:`digits_inputs`, :func:`load_mnist`: images put on the sphere of radius √n0 for the
+  kernel PCA of fig3 (scikit-learn's bundled digits by default; MNIST if the user has it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import zipfile
+from typing import Callable
+
+import numpy as np
+
+# Fig2 of the NTK paper: angles γ (radians) of the 4 training points on the unit circle and
+# their targets.
+FIG2_ANGLES = (-2.194, -0.931, 0.963, 2.226)
+FIG2_TARGETS = (-0.4, -0.2, 0.3, 0.3)
+
+# --- validation (at the edges) -----------------------------------------------------------------
+
+
+def _check_count(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (math.isfinite(float(value)) and float(value) > 0.0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def as_generator(seed, name: str = "seed") -> np.random.Generator:
+    """A numpy Generator from an int seed (>= 0) or an existing Generator (returned as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(
+            f"{name} must be a non-negative int or a numpy.random.Generator, got {seed!r}"
+        )
+    return np.random.default_rng(int(seed))
+
+
+def _as_points(x, name: str, min_dim: int = 1) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a numeric array: {err}") from None
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < min_dim:
+        raise ValueError(
+            f"{name} must have shape (N, n0) with N >= 1 and n0 >= {min_dim}, got {arr.shape}"
+        )
+    return arr
+
+
+# --- synthetic inputs --------------------------------------------------------------------------
+
+
+def circle_points(n: int | None = None, *, angles=None, radius: float = 1.0,
+                  endpoint: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Points x = radius·(cos γ, sin γ) on a circle.
+
+    Parameters
+    ----------
+    n : number of grid angles γ_j = −π + 2πj/n, j = 0 … n−1 (covering [−π, π)); with
+        ``endpoint=True`` the grid is ``linspace(−π, π, n)`` and includes π. Give either ``n``
+        or ``angles``.
+    angles : array (N,) of angles in radians, used as given.
+    radius : positive radius (1 for the NTK paper's unit circle; √2 puts the points on the
+        sphere ‖x‖²/n0 = 1).
+    endpoint : see ``n``.
+
+    Returns
+    -------
+    points : float64 array (N, 2).
+    angles : float64 array (N,).
+    """
+    radius = _check_positive(radius, "radius")
+    if (n is None) == (angles is None):
+        raise ValueError("give exactly one of n (a grid of angles) and angles")
+    if angles is None:
+        n = _check_count(n, "n")
+        if endpoint:
+            gamma = np.linspace(-math.pi, math.pi, n)
+        else:
+            gamma = -math.pi + (2.0 * math.pi / n) * np.arange(n)
+    else:
+        try:
+            gamma = np.array(angles, dtype=np.float64)
+        except (TypeError, ValueError):
+            gamma = None
+        if gamma is None or gamma.ndim != 1 or gamma.size == 0 or not np.isfinite(gamma).all():
+            raise ValueError("angles must be a non-empty 1-D array of finite numbers")
+    points = radius * np.stack([np.cos(gamma), np.sin(gamma)], axis=1)
+    return points, gamma
+
+
+def sphere_points(n: int, dim: int, *, seed, radius="sqrt_dim") -> np.ndarray:
+    """``n`` points uniform on the sphere S^{dim−1} of the given radius.
+
+    Parameters
+    ----------
+    n : number of points >= 1.  dim : ambient dimension n0 >= 1.
+    seed : int or numpy Generator.
+    radius : "sqrt_dim" (default: ‖x‖ = √dim, i.e. ‖x‖²/n0 = 1) or a positive number.
+
+    Returns
+    -------
+    float64 array (n, dim) with every row of norm ``radius``.
+    """
+    n, dim = _check_count(n, "n"), _check_count(dim, "dim")
+    if isinstance(radius, str):
+        if radius != "sqrt_dim":
+            raise ValueError(f"radius must be 'sqrt_dim' or a positive number, got {radius!r}")
+        radius = math.sqrt(dim)
+    else:
+        radius = _check_positive(radius, "radius")
+    rng = as_generator(seed)
+    g = rng.standard_normal((n, dim))
+    norms = np.linalg.norm(g, axis=1, keepdims=True)
+    # A standard normal vector is 0 with probability 0; redraw rather than divide by it.
+    while (bad := norms[:, 0] == 0.0).any():
+        g[bad] = rng.standard_normal((int(bad.sum()), dim))
+        norms = np.linalg.norm(g, axis=1, keepdims=True)
+    return g * (radius / norms)
+
+
+def gaussian_inputs(n: int, dim: int, *, seed) -> np.ndarray:
+    """``n`` i.i.d. N(0, I_dim) inputs: float64 array (n, dim)."""
+    n, dim = _check_count(n, "n"), _check_count(dim, "dim")
+    return as_generator(seed).standard_normal((n, dim))
+
+
+def product_target(x) -> np.ndarray:
+    """Fig1 target f*(x) = x1·x2 of inputs x (N, n0 >= 2): float64 array (N,)."""
+    arr = _as_points(x, "x", min_dim=2)
+    return arr[:, 0] * arr[:, 1]
+
+
+def gaussian_batch_sampler(n: int, dim: int, *, seed: int,
+                           target: Callable[[np.ndarray], np.ndarray] = product_target
+                           ) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """A ``sample_batch(step) -> (x, y)`` drawing fresh N(0, I_dim) inputs every step.
+
+    The batch of a step depends only on (seed, step), never on earlier calls, so a run can be
+    repeated or resumed bit for bit. ``x`` is (n, dim), ``y = target(x)`` is (n,).
+    """
+    n, dim = _check_count(n, "n"), _check_count(dim, "dim")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = int(seed)
+
+    def sample_batch(step: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.random.default_rng([seed, int(step)]).standard_normal((n, dim))
+        return x, np.asarray(target(x), dtype=np.float64)
+
+    return sample_batch
+
+
+def fig2_training_set(radius: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The 4 training points of the NTK paper's fig2: (x (4, 2), y (4,)), float64."""
+    points, _ = circle_points(angles=FIG2_ANGLES, radius=radius)
+    return points, np.array(FIG2_TARGETS, dtype=np.float64)
+
+
+# --- image data sets on the sphere -------------------------------------------------------------
+
+
+def _onto_sphere(images: np.ndarray, n: int, rng: np.random.Generator, standardize: bool,
+                 source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pick ``n`` of the images (N, n0) at random; centre and scale them to ‖x‖² = n0.
+
+    Centring subtracts the mean image of the whole data set (not of the sample), so a point's
+    coordinates do not depend on which other points were drawn. Pixels are not divided by
+    their standard deviation: border pixels are almost constant and would only amplify noise.
+    Returns (x (n, n0), chosen indices (n,)).
+    """
+    total, n0 = images.shape
+    if n > total:
+        raise ValueError(f"n = {n} exceeds the {total} images of {source}")
+    index = rng.permutation(total)[:n]
+    x = images[index].astype(np.float64)
+    if standardize:
+        x -= images.mean(axis=0, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0.0).any():
+        raise ValueError(f"{source} has an image of zero norm"
+                         f"{' after centring' if standardize else ''}; it has no direction")
+    return x * (math.sqrt(n0) / norms), index
+
+
+def digits_inputs(n: int, *, seed, standardize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images of scikit-learn's bundled 8×8 digits, on the sphere of radius √64.
+
+    Parameters
+    ----------
+    n : number of images, 1 … 1797 (drawn without replacement).
+    seed : int or numpy Generator.
+    standardize : subtract the mean image of the data set before scaling (default). If False
+        the raw (non-negative) pixels are only scaled, so all points share one orthant.
+
+    Returns
+    -------
+    x : float64 array (n, 64) with ‖x‖² = 64 for every row.
+    labels : int64 array (n,) of digit classes.
+    """
+    n = _check_count(n, "n")
+    from sklearn.datasets import load_digits  # shipped with scikit-learn, no download
+
+    digits = load_digits()
+    images = np.asarray(digits.data, dtype=np.float64)
+    x, index = _onto_sphere(images, n, as_generator(seed), standardize, "the digits data set")
+    return x, np.asarray(digits.target, dtype=np.int64)[index]
+
+
+# --- MNIST from user-supplied files ------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, ValueError) as err:
+            raise ValueError(f"MNIST file {path} is not a valid gzip file: {err}") from None
+    return raw
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (the MNIST format, optionally gzip-compressed) into a numpy array.
+
+    Raises ValueError naming the file when it is missing or not a well-formed IDX file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"MNIST file {path} does not exist")
+    raw = _read_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise ValueError(f"MNIST file {path} is not an IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"MNIST file {path} is truncated inside its IDX header")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = header + dtype.itemsize * math.prod(shape)
+    if len(raw) != expected:
+        raise ValueError(
+            f"MNIST file {path} has {len(raw)} bytes but its IDX header {shape} needs {expected}"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            image_key = next((k for k in ("x", "images") if k in keys), None)
+            if image_key is None:
+                raise ValueError(f"MNIST file {path} has no 'x' or 'images' array "
+                                 f"(found {sorted(keys)})")
+            images = archive[image_key]
+            label_key = next((k for k in ("y", "labels") if k in keys), None)
+            labels = archive[label_key] if label_key is not None else None
+    except ValueError as err:
+        if str(err).startswith("MNIST file"):
+            raise
+        raise ValueError(f"MNIST file {path} is not a readable .npz: {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise ValueError(f"MNIST file {path} is not a readable .npz: {err}") from None
+    return images, labels
+
+
+def load_mnist(path, n: int, *, seed, labels_path=None,
+               standardize: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """``n`` MNIST images from user-supplied files, on the sphere of radius √n0.
+
+    Parameters
+    ----------
+    path : an IDX image file (e.g. ``train-images-idx3-ubyte``, optionally gzip-compressed)
+        or an ``.npz`` holding an ``x`` or ``images`` array (N, 28, 28) or (N, 784), and
+        optionally ``y``/``labels``.
+    n : number of images to draw without replacement.
+    seed : int or numpy Generator.
+    labels_path : optional IDX label file (N,) matching an IDX image file.
+    standardize : as in :func:`digits_inputs`.
+
+    Returns
+    -------
+    x : float64 array (n, n0) with ‖x‖² = n0 for every row (n0 = 784 for MNIST).
+    labels : int64 array (n,), or None when the files carry no labels.
+
+    Raises
+    ------
+    ValueError
+        With a one-line message naming the file when it is missing or malformed.
+    """
+    n = _check_count(n, "n")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"MNIST file {path} does not exist")
+    with open(path, "rb") as handle:
+        is_zip = handle.read(4) == b"PK\x03\x04"
+    if is_zip:
+        images, labels = _read_npz(path)
+    else:
+        images, labels = read_idx(path), None
+    if labels_path is not None:
+        labels = read_idx(labels_path)
+        labels_path = os.fspath(labels_path)
+    images = np.asarray(images)
+    if images.ndim < 2 or images.shape[0] == 0 or images.dtype.kind not in "biuf":
+        raise ValueError(f"MNIST file {path} holds a {images.dtype} array of shape "
+                         f"{images.shape}, expected numeric images (N, rows, cols) or (N, n0)")
+    images = images.reshape(images.shape[0], -1)
+    if not np.isfinite(images).all():
+        raise ValueError(f"MNIST file {path} contains NaN or inf pixels")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (images.shape[0],):
+            source = labels_path if labels_path is not None else path
+            raise ValueError(f"MNIST file {source} has labels of shape {labels.shape}, "
+                             f"expected ({images.shape[0]},) to match the images")
+    x, index = _onto_sphere(images, n, as_generator(seed), standardize, f"MNIST file {path}")
+    return x, (None if labels is None else labels[index].astype(np.int64))
+
+
+__all__ = [
+    "FIG2_ANGLES",
+    "FIG2_TARGETS",
+    "as_generator",
+    "circle_points",
+    "digits_inputs",
+    "fig2_training_set",
+    "gaussian_batch_sampler",
+    "gaussian_inputs",
+    "load_mnist",
+    "product_target",
+    "read_idx",
+    "sphere_points",
+]
