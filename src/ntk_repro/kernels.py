@@ -292,6 +292,31 @@ def kernel_ode_prediction(theta_test_train, theta_train, y_train, f0_train, f0_t
     return np.asarray(f0_test, dtype=np.float64) + theta_test_train @ weights
 
 
+def kernel_ode_gaussian(theta_test_train, theta_train, sigma_test_diag, sigma_test_train,
+                        sigma_train, y_train, t, *, loss: str = "mse"):
+    """Mean and variance of f_t(x) for an infinitely wide net trained for time t.
+
+    At initialisation f_0 is a centred GP with covariance Σ = Σ(L); training with the NTK
+    held fixed maps it linearly: f_t(x) = A(x) y + f_0(x) − A(x) f_0(X) with
+    A(x) = Θ(x, X) Θ(X, X)⁻¹ (I − e^{−ηtΘ(X,X)}). So f_t(x) is Gaussian with
+
+        mean = A(x) y,   var = Σ(x, x) − 2 A(x) Σ(X, x) + A(x) Σ(X, X) A(x)ᵀ.
+
+    Shapes: theta_test_train, sigma_test_train (M, N); theta_train, sigma_train (N, N);
+    sigma_test_diag (M,); y_train (N,). Returns (mean (M,), var (M,)), float64.
+    """
+    theta_train = np.asarray(theta_train, dtype=np.float64)
+    rate = loss_rate(loss, theta_train.shape[0])
+    evals, evecs = np.linalg.eigh(theta_train)
+    scale = np.where(evals > 0, -np.expm1(-rate * t * evals) / np.where(evals > 0, evals, 1.0),
+                     rate * t)
+    a = np.asarray(theta_test_train) @ (evecs * scale) @ evecs.T  # A(x), (M, N)
+    mean = a @ np.asarray(y_train, dtype=np.float64)
+    var = (np.asarray(sigma_test_diag) - 2.0 * np.einsum("mn,mn->m", a, sigma_test_train)
+           + np.einsum("mn,nk,mk->m", a, sigma_train, a))
+    return mean, np.maximum(var, 0.0)
+
+
 def loss_rate(loss: str, n: int) -> float:
     """Rate η of the linearised dynamics ∂t f = η Θ (y − f) for the given loss convention."""
     if loss == "mse":
@@ -304,6 +329,7 @@ def loss_rate(loss: str, n: int) -> float:
 __all__ = [
     "PARAMETRIZATIONS",
     "kernel_matrices",
+    "kernel_ode_gaussian",
     "kernel_ode_prediction",
     "kernels_of_cosine",
     "layer_expectations",
