@@ -25,17 +25,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
+# Rules call `python -m ntk_repro...`: put the venv first on PATH so that is our python.
+RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
+
 reproduce: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
+	$(RUN) snakemake --cores $(CORES)
+	$(RUN) snakemake --report results/report.html
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(RUN) python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/snakemake --lint
+	$(RUN) snakemake --lint
 
 bench: $(STAMP)
-	$(BIN)/python -m ntk_repro.bench --out results/bench
+	$(RUN) python -m ntk_repro.bench --out results/bench
 
 clean-results:
 	rm -rf results .snakemake

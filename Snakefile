@@ -24,6 +24,8 @@ except ConfigError as err:
     raise SystemExit(f"config error: {err}") from None
 
 RESULTS = "results"
+# Jobs import the library from this checkout, in a venv, a conda env or on a cluster node.
+SRC = shlex.quote(str(Path(workflow.basedir) / "src"))
 
 
 def params_for(section):
@@ -36,7 +38,7 @@ def params_for(section):
 
 def stage(name, experiment):
     """Thin shell call of a stage entry point; torch uses exactly the job's threads."""
-    return (f"OMP_NUM_THREADS={{threads}} MKL_NUM_THREADS={{threads}} "
+    return (f"OMP_NUM_THREADS={{threads}} MKL_NUM_THREADS={{threads}} PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}} "
             f"python -m ntk_repro.pipeline.{name} {experiment} --params {{params.cfg}} ")
 
 
