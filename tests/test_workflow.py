@@ -8,46 +8,12 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def _env():
-    env = dict(os.environ)
-    # Rules call `python`: make it this interpreter's.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def snakemake(workdir: Path, *args, check=True, timeout=900):
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def new_workdir(tmp: Path) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "config.yaml", tmp / "config.yaml")
-    return tmp
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = new_workdir(tmp_path_factory.mktemp("run"))
-    start = time.perf_counter()
-    snakemake(workdir, "--cores", "2", "--config", "preset=test")
-    return workdir, time.perf_counter() - start
+from conftest import REPO, SNAKEMAKE, new_workdir, snakemake, workflow_env
 
 
 def _checks(workdir: Path) -> list[dict]:
@@ -104,7 +70,7 @@ def test_killed_run_resumes_without_redoing_finished_jobs(finished_run, tmp_path
     target = "results/figures/fig2.png"
     cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(run), target, "--cores", "1",
            "--config", "preset=test"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, env=workflow_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     done = run / "results/fig2/train_w32.npz"
     deadline = time.time() + 300
