@@ -22,6 +22,17 @@ from ntk_repro.networks import MLP
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    # Every tensor here is tiny, so intra-op threads only add synchronisation; on a shared,
+    # loaded machine each parallel region can wait a whole scheduler slice for a descheduled
+    # worker, which made this file ~10× slower. Restored after each test.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -95,20 +106,21 @@ def test_generic_modules_match_explicit_jacobian_product():
     batch_norm = batch_norm.to(F64).train()
     x1 = torch.randn(5, 3, generator=gen, dtype=F64)
     x2 = torch.randn(3, 3, generator=gen, dtype=F64)
-    running_mean = batch_norm[1].running_mean.clone()
     for model in (per_sample, batch_norm):
         for x_second in (None, x2):
+            buffers = [t.clone() for t in model.buffers()]
             got = empirical_ntk(model, x1, x_second)
+            # Computing the kernel must not update the running statistics of a BatchNorm.
+            assert all(torch.equal(t, u) for t, u in zip(model.buffers(), buffers))
             assert _rel_max_diff(got, _reference_ntk(model, x1, x_second)) <= 1e-10
-    # The whole-batch path must not update the running statistics of the model.
-    assert torch.equal(batch_norm[1].running_mean, running_mean)
 
 
 @pytest.mark.parametrize("out_dim", [1, 2])
 def test_batch_norm_after_last_layer_leaves_only_the_bias_in_the_constant_mode(out_dim):
     # With BatchNorm over the batch after the last non-linearity, Σ_i f(x_i) = N β b(L−1):
-    # its gradient is N β on the last bias, so (1/N²) Σ_ij Θ_aa(x_i, x_j) = β² exactly. A
-    # per-sample kernel (ignoring the coupling) would not satisfy this.
+    # its gradient is N β on the last bias, so (1/N²) Σ_ij Θ_aa(x_i, x_j) = β² exactly
+    # (DESIGN.md §1). An exact identity of the whole-batch kernel, checked here at a larger
+    # width and batch than the explicit Jacobian test uses.
     beta = 0.3
     model = MLP(3, 16, 3, beta=beta, activation="tanh", out_dim=out_dim, norm="batch_last",
                 generator=_gen(11), dtype=F64)
@@ -124,14 +136,22 @@ def test_batch_norm_after_last_layer_leaves_only_the_bias_in_the_constant_mode(o
 
 
 @pytest.mark.parametrize("dtype, sym_tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("norm, out_dim", [(None, 1), ("layer", 2), ("batch_last", 1)])
-def test_gram_is_symmetric_and_positive_semidefinite(dtype, sym_tol, norm, out_dim):
-    model = MLP(4, 32, 3, beta=0.2, activation="erf", out_dim=out_dim, norm=norm,
+@pytest.mark.parametrize("norm, out_dim, width, depth, n_points", [
+    (None, 1, 32, 3, 12),
+    ("layer", 2, 32, 3, 12),
+    ("batch_last", 1, 32, 3, 12),
+    # 19 parameters for 30 points: rank ≤ 19, so 11 eigenvalues are 0 up to rounding and the
+    # tolerance below is what is actually tested.
+    (None, 1, 3, 2, 30),
+])
+def test_gram_is_symmetric_and_positive_semidefinite(dtype, sym_tol, norm, out_dim, width, depth,
+                                                     n_points):
+    model = MLP(4, width, depth, beta=0.2, activation="erf", out_dim=out_dim, norm=norm,
                 generator=_gen(21), dtype=dtype)
-    x = torch.randn(12, 4, generator=_gen(22), dtype=dtype)
+    x = torch.randn(n_points, 4, generator=_gen(22), dtype=dtype)
     theta = empirical_ntk(model, x)
     assert theta.dtype == dtype
-    n = x.shape[0]
+    n = n_points
     # As an (N·k) × (N·k) matrix with row index (i, a): Θ[i, j, a, b] → G[(i, a), (j, b)].
     gram = theta.reshape(n, n) if out_dim == 1 else theta.permute(0, 2, 1, 3).reshape(n * 2, n * 2)
     scale = float(gram.abs().max())
@@ -217,17 +237,18 @@ def test_output_covariance_converges_to_nngp(activation, parametrization):
     # the O(1/width) finite-width bias at large widths, so a width trend in a Frobenius error
     # would mostly show noise. Instead each of the 21 entries is standardised by its own MC
     # standard error, z = (Ĉ − Σ)/SE: at a large width the deviations must be pure noise
-    # (|z| < 4.5, a false alarm has probability < 21·7e-6 under normality), while at width 2 the
-    # ReLU net's finite-width bias is measured at z ≈ 6.5, beyond that noise: the comparison has
-    # the power to fail. For erf the width-2 bias is below this MC resolution (z ≈ 3), so only
-    # the large-width check is made.
+    # (|z| < 4.5, a false alarm has probability < 21·7e-6 under normality; measured max |z|
+    # ≈ 1.1 for ReLU, 1.7 for erf), while at width 2 the ReLU net's finite-width bias is
+    # measured at max |z| ≈ 8.9, far beyond that noise: the comparison has the power to fail.
+    # For erf the width-2 bias (max |z| ≈ 4.3) is too close to the MC resolution to assert,
+    # so only the large-width check is made.
     x = _limit_inputs()
     limit = nngp(x.numpy(), depth=LIMIT_DEPTH, beta=LIMIT_BETA, activation=activation,
                  parametrization=parametrization)
     upper = np.triu_indices(x.shape[0])
     n_nets = 2000
 
-    moments, stderr = _output_second_moments(256, n_nets, 7_000_000, activation,
+    moments, stderr = _output_second_moments(128, n_nets, 7_000_000, activation,
                                              parametrization, x)
     z_wide = np.abs((moments - limit) / stderr)[upper]
     assert z_wide.max() < 4.5, z_wide.max()

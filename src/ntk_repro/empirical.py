@@ -307,18 +307,29 @@ def _func_ntk_per_sample(model: nn.Module, a: Tensor, b: Tensor | None) -> Tenso
 
 
 def _func_ntk_batch(model: nn.Module, a: Tensor, b: Tensor | None) -> Tensor:
-    """Jacobian of the whole output of the batch [a; b]; returns the (a, b) block."""
-    from torch.func import functional_call, jacrev
+    """Jacobian of the whole output of the batch [a; b]; returns the (a, b) block.
+
+    Plain reverse-mode autograd with one batched vector–Jacobian product per output entry
+    (vmap over the backward pass only): a forward pass under a torch.func transform may not
+    update buffers in place, which a BatchNorm in training mode does.
+    """
+    from torch.func import functional_call
 
     params, buffers = _functional_state(model)
     batch = a if b is None else torch.cat([a, b])
     n_total, n1 = batch.shape[0], a.shape[0]
-
-    def batch_output(p: dict[str, Tensor]) -> Tensor:
-        return functional_call(model, (p, buffers), (batch,)).reshape(n_total, -1)
-
-    jac = jacrev(batch_output)(params)  # name -> (N, k, *parameter shape)
-    k = next(iter(jac.values())).shape[1]
+    with torch.enable_grad():
+        leaves = {name: p.requires_grad_(True) for name, p in params.items()}
+        out = functional_call(model, (leaves, buffers), (batch,)).reshape(n_total, -1)
+        k = out.shape[1]
+        basis = torch.eye(n_total * k, dtype=out.dtype, device=out.device)
+        grads = torch.autograd.grad(out, list(leaves.values()), basis.view(-1, n_total, k),
+                                    is_grads_batched=True, allow_unused=True)
+    jac = {  # name -> (N, k, *parameter shape)
+        name: (torch.zeros((n_total * k, *p.shape), dtype=p.dtype, device=p.device)
+               if g is None else g).view(n_total, k, *p.shape)
+        for (name, p), g in zip(leaves.items(), grads)
+    }
     theta = _contract(jac, jac, n_total, n_total, k).detach()
     return theta if b is None else theta[:n1, n1:].contiguous()
 
