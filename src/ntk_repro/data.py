@@ -21,6 +21,7 @@ import gzip
 import math
 import os
 import zipfile
+import zlib
 from typing import Callable
 
 import numpy as np
@@ -236,14 +237,25 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 
 
 def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as err:
+        raise ValueError(f"MNIST file {path} cannot be read: {err.strerror}") from None
     if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, ValueError) as err:
+        except (OSError, EOFError, ValueError, zlib.error) as err:
             raise ValueError(f"MNIST file {path} is not a valid gzip file: {err}") from None
     return raw
+
+
+def _read_head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4)
+    except OSError as err:
+        raise ValueError(f"MNIST file {path} cannot be read: {err.strerror}") from None
 
 
 def read_idx(path) -> np.ndarray:
@@ -253,7 +265,7 @@ def read_idx(path) -> np.ndarray:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"MNIST file {path} does not exist")
+        raise ValueError(f"MNIST file {path} does not exist (or is not a file)")
     raw = _read_bytes(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise ValueError(f"MNIST file {path} is not an IDX file (bad magic number)")
@@ -318,10 +330,8 @@ def load_mnist(path, n: int, *, seed, labels_path=None,
     n = _check_count(n, "n")
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"MNIST file {path} does not exist")
-    with open(path, "rb") as handle:
-        is_zip = handle.read(4) == b"PK\x03\x04"
-    if is_zip:
+        raise ValueError(f"MNIST file {path} does not exist (or is not a file)")
+    if _read_head(path) == b"PK\x03\x04":  # a zip archive: .npz
         images, labels = _read_npz(path)
     else:
         images, labels = read_idx(path), None
