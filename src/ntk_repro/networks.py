@@ -16,7 +16,7 @@ from torch import nn
 from ntk_repro.kernels import check_hyperparameters, resolve_device, weight_gain
 
 NORMS = (None, "layer", "batch_last")
-_NORM_EPS = 1e-12
+NORM_EPS = 1e-12
 
 
 def _normalize(h: torch.Tensor, dim: int) -> torch.Tensor:
@@ -24,7 +24,7 @@ def _normalize(h: torch.Tensor, dim: int) -> torch.Tensor:
     mean = h.mean(dim=dim, keepdim=True)
     centred = h - mean
     var = (centred * centred).mean(dim=dim, keepdim=True)
-    return centred / torch.sqrt(var + _NORM_EPS)
+    return centred / torch.sqrt(var + NORM_EPS)
 
 
 class MLP(nn.Module):

@@ -37,13 +37,11 @@ import numpy as np
 import torch
 
 from ntk_repro.kernels import check_hyperparameters, loss_rate, resolve_device
-from ntk_repro.networks import MLP, NORMS
+from ntk_repro.networks import MLP, NORM_EPS, NORMS
 
 Tensor = torch.Tensor
 
 LOSSES = ("mse", "half_mse")
-# Same ε as networks._normalize, so a batched member computes what its MLP computes.
-_NORM_EPS = 1e-12
 _MAX_SEED = 2**63
 
 
@@ -185,7 +183,7 @@ class _StackedMLP:
             if dim is not None:
                 # As networks._normalize, keeping the std for the backward pass.
                 centred = out - out.mean(dim=dim, keepdim=True)
-                std = torch.sqrt((centred * centred).mean(dim=dim, keepdim=True) + _NORM_EPS)
+                std = torch.sqrt((centred * centred).mean(dim=dim, keepdim=True) + NORM_EPS)
                 out = normed = centred / std
             if keep:
                 saved.append((h, pre, normed, std, dim))
