@@ -52,7 +52,7 @@ def correlation(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
 
 
 def _relu_cross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
-    # Arc-cosine kernel of degree 1 (Cho & Saul 2009).
+    # Arc-cosine kernel of degree 1.
     norm = torch.sqrt(q1 * q2)
     rho = correlation(q1, q2, c)
     theta = torch.arccos(rho)
@@ -62,6 +62,23 @@ def _relu_cross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
 def _relu_dcross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
     # Arc-cosine kernel of degree 0: P(u > 0, v > 0).
     return (math.pi - torch.arccos(correlation(q1, q2, c))) / (2.0 * math.pi)
+
+
+def _relu_pair(q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    # Both arc-cosine kernels from one ρ and one arccos (half the work of calling each).
+    norm = torch.sqrt(q1 * q2)
+    rho = torch.clamp(c / norm, -1.0, 1.0)
+    rho = torch.where(rho.abs() > 1.0 - _RHO_SNAP, torch.sign(rho), rho)
+    rest = math.pi - torch.arccos(rho)  # π − θ
+    sin = torch.sqrt(1.0 - rho * rho)   # sin θ, θ ∈ [0, π]
+    return norm * (sin + rest * rho) / (2.0 * math.pi), rest / (2.0 * math.pi)
+
+
+def _erf_pair(q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    root = torch.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2))
+    arg = torch.clamp(2.0 * c / root, -1.0, 1.0)
+    return ((2.0 / math.pi) * torch.arcsin(arg),
+            (4.0 / math.pi) / (root * torch.sqrt(1.0 - arg * arg)))
 
 
 def _erf_cross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
@@ -82,6 +99,8 @@ class _Base:
     mean: Callable[[Tensor], Tensor] | None = None
     cross: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
     dcross: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+    # (cross, dcross) together, sharing their common work; optional.
+    pair: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
 
 _BASES: dict[str, _Base] = {
@@ -92,6 +111,7 @@ _BASES: dict[str, _Base] = {
         mean=lambda q: torch.sqrt(q) / _SQRT_2PI,
         cross=_relu_cross,
         dcross=_relu_dcross,
+        pair=_relu_pair,
     ),
     "erf": _Base(
         "erf",
@@ -100,6 +120,7 @@ _BASES: dict[str, _Base] = {
         mean=torch.zeros_like,
         cross=_erf_cross,
         dcross=_erf_dcross,
+        pair=_erf_pair,
     ),
     "tanh": _Base(
         "tanh",
@@ -174,6 +195,17 @@ class Activation:
     def closed_form_dcross(self, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
         """E[σ'(u)σ'(v)], closed form."""
         return (self.scale * self.scale) * self.base.dcross(q1, q2, c)
+
+    def closed_form_pair(self, q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """(E[σ(u)σ(v)], E[σ'(u)σ'(v)]), closed form, sharing the work the two have in common."""
+        if self.base.pair is None:
+            return self.closed_form_cross(q1, q2, c), self.closed_form_dcross(q1, q2, c)
+        a, b = self.scale, self.shift
+        cross, dcross = self.base.pair(q1, q2, c)
+        cross = (a * a) * cross
+        if b != 0.0:
+            cross = cross + (a * b) * (self.base.mean(q1) + self.base.mean(q2)) + b * b
+        return cross, (a * a) * dcross
 
 
 @lru_cache(maxsize=None)

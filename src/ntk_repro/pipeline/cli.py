@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 
-STAGES = ("data", "kernels", "training", "spectrum", "figures", "checks")
+STAGES = ("data", "kernels", "training", "spectrum", "tables", "figures", "checks")
 log = logging.getLogger("ntk_repro")
 
 
