@@ -48,10 +48,11 @@ wildcard_constraints:
     beta=r"\d+(\.\d+)?",
     seed=r"\d+",
     trial=r"\d+",
-    figure=r"fig1|fig2|fig3|sweeps",
+    figure=r"fig1|fig2|fig3|sweeps|normalisation|checkerboard|regimes|phase|speed|spectrum|gan",
 
 
-FIGURES = ["fig1", "fig2", "fig3", "sweeps"]
+FIGURES = ["fig1", "fig2", "fig3", "sweeps", "normalisation", "checkerboard", "regimes",
+           "phase", "speed", "spectrum", "gan"]
 
 
 include: "workflow/rules/data.smk"

@@ -68,8 +68,53 @@ rule sweep_cell:
         "benchmarks/sweep_cell/w{width}_L{depth}_b{beta}_s{seed}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda w: 1000 + int(w.width) ** 2 * 8 * int(w.depth) // 2**20 * 4,
+        # The stacked float32 weights of `inits` members, twice (updates, NTK factors).
+        mem_mb=lambda w: 1000 + int(w.width) ** 2 * int(w.depth) * CFG["sweeps"]["inits"] * 8 // 2**20,
         runtime=60,
     shell:
         stage("training", "sweeps") + "--output {output} --wildcard width={wildcards.width}"
         " depth={wildcards.depth} beta={wildcards.beta} seed={wildcards.seed} 2> {log}"
+
+
+rule speed_train:
+    # `inits` finite-width nets of one Freeze & Chaos network, at the lr of speed_limit.
+    input:
+        f"{RESULTS}/speed/limit.npz",
+    output:
+        f"{RESULTS}/speed/train_{{network}}.npz",
+    wildcard_constraints:
+        network=r"[a-z][a-z0-9_]*",
+    params:
+        cfg=lambda w: params_for("speed"),
+    log:
+        "logs/speed_train/{network}.log",
+    benchmark:
+        "benchmarks/speed_train/{network}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda w: 1000 + CFG["speed"]["width"] ** 2 * CFG["speed"]["depth"]
+        * CFG["speed"]["inits"] * 8 // 2**20,
+        runtime=60,
+    shell:
+        stage("training", "speed")
+        + "--input {input} --output {output} --wildcard network={wildcards.network} 2> {log}"
+
+
+rule gan_train:
+    # `seeds` GANs whose generator is in the freeze, the chaos, or the freeze with BN-last.
+    output:
+        f"{RESULTS}/gan/{{net}}.npz",
+    wildcard_constraints:
+        net="freeze|chaos|bn",
+    params:
+        cfg=lambda w: params_for("gan"),
+    log:
+        "logs/gan_train/{net}.log",
+    benchmark:
+        "benchmarks/gan_train/{net}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=60,
+    shell:
+        stage("training", "gan") + "--output {output} --wildcard net={wildcards.net} 2> {log}"
