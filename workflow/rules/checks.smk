@@ -16,6 +16,8 @@ rule figure_checks:
     resources:
         mem_mb=2000,
         runtime=20,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("checks", "{wildcards.figure}") + "--input {input} --output {output} 2> {log}"
 
@@ -31,5 +33,7 @@ rule checks:
     resources:
         mem_mb=500,
         runtime=5,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         "python -m ntk_repro.pipeline.merge_checks --input {input} --output {output} 2> {log}"

@@ -14,5 +14,7 @@ rule fig3_data:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("data", "fig3") + "--output {output} 2> {log}"

@@ -14,6 +14,8 @@ rule fig1_theta_inf:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "fig1") + "--output {output} 2> {log}"
 
@@ -31,6 +33,8 @@ rule fig2_limit:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "fig2") + "--output {output} 2> {log}"
 
@@ -48,8 +52,11 @@ rule fig3_kernel:
         "benchmarks/fig3_kernel.tsv"
     threads: 2
     resources:
+        gpu=CFG["gpus_per_job"],
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "fig3") + "--input {input} --output {output} 2> {log}"
 
@@ -67,6 +74,8 @@ rule normalisation_limit:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "normalisation") + "--output {output} 2> {log}"
 
@@ -89,6 +98,8 @@ rule normalisation_nets:
         mem_mb=lambda w: 1000 + int(w.width) ** 2 * CFG["normalisation"]["depth"] * 8 * (
             2 * CFG["normalisation"]["n_points"] if w.norm == "batch_last" else 4) // 2**20,
         runtime=30,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "normalisation")
         + "--output {output} --wildcard norm={wildcards.norm} width={wildcards.width} 2> {log}"
@@ -107,6 +118,8 @@ rule checkerboard_limit:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "checkerboard") + "--output {output} 2> {log}"
 
@@ -131,6 +144,8 @@ rule checkerboard_nets:
             4 * CFG["checkerboard"]["bn_batch"] * CFG["checkerboard"]["bn_reference_pixels"]
             if w.net == "bn" else 4) // 2**20,
         runtime=60,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "checkerboard")
         + "--output {output} --wildcard net={wildcards.net} 2> {log}"
@@ -153,6 +168,8 @@ rule regimes_kernels:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "regimes") + "--output {output} 2> {log}"
 
@@ -171,6 +188,8 @@ rule phase_kernels:
     resources:
         mem_mb=1000,
         runtime=20,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "phase") + "--output {output} 2> {log}"
 
@@ -189,5 +208,7 @@ rule speed_limit:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("kernels", "speed") + "--output {output} 2> {log}"

@@ -16,6 +16,8 @@ rule fig3_spectrum:
     resources:
         mem_mb=2000,
         runtime=20,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("spectrum", "fig3") + "--input {input} --output {output} 2> {log}"
 
@@ -34,5 +36,7 @@ rule spectrum_eigen:
     resources:
         mem_mb=lambda w: 1000 + 5 * CFG["spectrum"]["n_points"] ** 2 * 8 // 2**20,
         runtime=20,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("spectrum", "spectrum") + "--output {output} 2> {log}"

@@ -12,8 +12,11 @@ rule fig1_train:
         "benchmarks/fig1_train/w{width}.tsv"
     threads: 2
     resources:
+        gpu=CFG["gpus_per_job"],
         mem_mb=lambda w: 2000 + int(w.width) ** 2 * 12 * CFG["fig1"]["inits"] // 2**20 * 4,
         runtime=120,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("training", "fig1") + "--output {output} --wildcard width={wildcards.width} 2> {log}"
 
@@ -29,8 +32,11 @@ rule fig2_train:
         "benchmarks/fig2_train/w{width}.tsv"
     threads: 2
     resources:
+        gpu=CFG["gpus_per_job"],
         mem_mb=lambda w: 2000 + int(w.width) ** 2 * 12 * CFG["fig2"]["inits"] // 2**20 * 4,
         runtime=120,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("training", "fig2") + "--output {output} --wildcard width={wildcards.width} 2> {log}"
 
@@ -49,8 +55,11 @@ rule fig3_train:
         "benchmarks/fig3_train/w{width}_t{trial}.tsv"
     threads: 2
     resources:
+        gpu=CFG["gpus_per_job"],
         mem_mb=lambda w: 2000 + int(w.width) ** 2 * 12 // 2**20 * 4,
         runtime=240,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("training", "fig3")
         + "--input {input.data} {input.spectrum} --output {output}"
@@ -68,9 +77,12 @@ rule sweep_cell:
         "benchmarks/sweep_cell/w{width}_L{depth}_b{beta}_s{seed}.tsv"
     threads: 1
     resources:
+        gpu=CFG["gpus_per_job"],
         # The stacked float32 weights of `inits` members, twice (updates, NTK factors).
         mem_mb=lambda w: 1000 + int(w.width) ** 2 * int(w.depth) * CFG["sweeps"]["inits"] * 8 // 2**20,
         runtime=60,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("training", "sweeps") + "--output {output} --wildcard width={wildcards.width}"
         " depth={wildcards.depth} beta={wildcards.beta} seed={wildcards.seed} 2> {log}"
@@ -95,6 +107,8 @@ rule speed_train:
         mem_mb=lambda w: 1000 + CFG["speed"]["width"] ** 2 * CFG["speed"]["depth"]
         * CFG["speed"]["inits"] * 8 // 2**20,
         runtime=60,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("training", "speed")
         + "--input {input} --output {output} --wildcard network={wildcards.network} 2> {log}"
@@ -116,5 +130,7 @@ rule gan_train:
     resources:
         mem_mb=1500,
         runtime=60,
+    conda:
+        "../../envs/ntk.yaml"
     shell:
         stage("training", "gan") + "--output {output} --wildcard net={wildcards.net} 2> {log}"
