@@ -212,3 +212,24 @@ def test_auto_device_equals_cpu():
     assert np.array_equal(theta_inf(x, depth=3, beta=0.1, device="auto" if not
                                     torch.cuda.is_available() else "cpu"),
                           theta_inf(x, depth=3, beta=0.1))
+
+
+@pytest.mark.parametrize("spec", ["relu", "scaled_relu", "normalized:relu", "erf", "normalized:erf"])
+def test_fused_cpu_path_matches_generic_path(spec, monkeypatch):
+    """The fused numpy tile map equals the torch layer map, also for duplicate, antiparallel
+    and zero inputs (ρ = ±1 exactly, q = β² at the first layer) and across tile edges."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((30, 4))
+    x[3], x[11], x[12], x[20] = x[2], -x[5], 0.0, 3.0 * x[7]
+    y = np.vstack([x[:5], rng.standard_normal((6, 4))])
+    monkeypatch.setattr(kernels, "_FUSED_TILE", 8)
+    for parametrization in ("ntk2018", "balanced"):
+        kw = dict(depth=5, beta=0.2, activation=spec, parametrization=parametrization)
+        fused = [kernel_matrices(x, **kw), kernel_matrices(x, y, **kw)]
+        with monkeypatch.context() as m:
+            m.setattr(kernels, "_fused_applies", lambda *args: False)
+            generic = [kernel_matrices(x, **kw), kernel_matrices(x, y, **kw)]
+        for a, b in zip(fused, generic):
+            for key in ("nngp", "ntk"):
+                assert np.abs(a[key] - b[key]).max() <= 1e-13 * np.abs(b[key]).max(), (key, kw)
+        assert np.array_equal(fused[0]["ntk"], fused[0]["ntk"].T)

@@ -26,7 +26,7 @@ rule figure:
     input:
         lambda w: figure_inputs(w.figure),
     output:
-        png=report(f"{RESULTS}/figures/{{figure}}.png", caption="../report/{figure}.rst",
+        png=report(f"{RESULTS}/figures/{{figure}}.png", caption="../report/figure.rst",
                    category="Figures"),
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
     params:
