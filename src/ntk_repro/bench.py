@@ -258,13 +258,19 @@ def _bmm_step(weights, inputs, deltas, outs, grads_in, grads_w) -> None:
             torch.bmm(deltas[layer], w, out=grads_in[layer])    # input gradient
 
 
+TRAINING_IMPLS = (OURS["training"], "K sequential runs (K=1 each)",
+                  "torch.bmm of the same shapes (matmuls only)")
+
+
 def _work_training(case: dict, repeats: int) -> dict:
+    """All three training implementations in one process, interleaved run by run, so that
+    a change of the machine's load hits them alike (the ratios are what matters)."""
     import numpy as np
     import torch
 
     from ntk_repro.training import flops_per_step, train_ensemble
 
-    width, impl, steps = case["width"], case["impl"], case["steps"]
+    width, steps = case["width"], case["steps"]
     k, batch, n0, depth = TRAINING["members"], TRAINING["batch"], TRAINING["n0"], TRAINING["depth"]
     dims = [n0] + [width] * (depth - 1) + [1]
     rng = np.random.default_rng(0)
@@ -272,35 +278,38 @@ def _work_training(case: dict, repeats: int) -> dict:
     y = (x[:, 0] * x[:, 1]).astype(np.float32)
     kw = dict(width=width, depth=depth, beta=TRAINING["beta"], steps=steps, lr=TRAINING["lr"],
               loss="half_mse")
-    if impl == OURS["training"]:
-        def run():
-            return train_ensemble(x, y, seeds=list(range(k)), **kw).train_seconds
-    elif impl == "K sequential runs (K=1 each)":
-        def run():
-            return sum(train_ensemble(x, y, seeds=[s], **kw).train_seconds for s in range(k))
-    elif impl == "torch.bmm of the same shapes (matmuls only)":
-        g = torch.Generator().manual_seed(0)
-        weights = [torch.randn(k, o, i, generator=g) for i, o in zip(dims[:-1], dims[1:])]
-        inputs = [torch.randn(k, batch, i, generator=g) for i in dims[:-1]]
-        deltas = [torch.randn(k, batch, o, generator=g) for o in dims[1:]]
-        outs = [torch.empty(k, batch, o) for o in dims[1:]]
-        grads_in = [torch.empty(k, batch, i) for i in dims[:-1]]
-        grads_w = [torch.empty(k, o, i) for i, o in zip(dims[:-1], dims[1:])]
 
-        def run():
-            start = time.perf_counter()
-            for _ in range(steps):
-                _bmm_step(weights, inputs, deltas, outs, grads_in, grads_w)
-            return time.perf_counter() - start
-    else:
-        raise ValueError(f"unknown training implementation {impl!r}")
+    def together():
+        return train_ensemble(x, y, seeds=list(range(k)), **kw).train_seconds
+
+    def sequential():
+        return sum(train_ensemble(x, y, seeds=[s], **kw).train_seconds for s in range(k))
+
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(k, o, i, generator=g) for i, o in zip(dims[:-1], dims[1:])]
+    inputs = [torch.randn(k, batch, i, generator=g) for i in dims[:-1]]
+    deltas = [torch.randn(k, batch, o, generator=g) for o in dims[1:]]
+    outs = [torch.empty(k, batch, o) for o in dims[1:]]
+    grads_in = [torch.empty(k, batch, i) for i in dims[:-1]]
+    grads_w = [torch.empty(k, o, i) for i, o in zip(dims[:-1], dims[1:])]
+
+    def matmuls_only():
+        start = time.perf_counter()
+        for _ in range(steps):
+            _bmm_step(weights, inputs, deltas, outs, grads_in, grads_w)
+        return time.perf_counter() - start
+
+    runs = dict(zip(TRAINING_IMPLS, (together, sequential, matmuls_only)))
     base = _rss_mb()
-    run()  # warm-up: allocator, MKL/oneDNN initialisation
-    # The timed quantity is the training loop's own clock (train_seconds: no set-up).
-    times = [run() / steps for _ in range(repeats)]
-    flops = flops_per_step(dims, batch, k)
-    return {"times": times, "first_call_s": None, "base_mem_mb": base,
-            "info": {"flops_per_step": flops}}
+    for run in runs.values():
+        run()  # warm-up: allocator, MKL/oneDNN initialisation
+    by_impl = {impl: [] for impl in runs}
+    for _ in range(repeats):
+        for impl, run in runs.items():
+            # train_seconds: the training loop's own clock, without set-up.
+            by_impl[impl].append(run() / steps)
+    return {"times": by_impl[OURS["training"]], "by_impl": by_impl, "first_call_s": None,
+            "base_mem_mb": base, "info": {"flops_per_step": flops_per_step(dims, batch, k)}}
 
 
 def _best_seconds(fn, reps: int = 20) -> float:
@@ -579,11 +588,11 @@ def training_cases(quick: bool):
     widths = [64, 256] if quick else [256, 1000, 2000]
     steps = 3 if quick else 20
     for width in widths:
-        for impl in (OURS["training"], "K sequential runs (K=1 each)",
-                     "torch.bmm of the same shapes (matmuls only)"):
-            yield {"benchmark": "training",
-                   "size": f"width={width},K={TRAINING['members']},N={TRAINING['batch']}",
-                   "_n": width, "width": width, "steps": steps, "impl": impl, "python": None}
+        # One case measures all of TRAINING_IMPLS, interleaved (see _work_training).
+        yield {"benchmark": "training",
+               "size": f"width={width},K={TRAINING['members']},N={TRAINING['batch']}",
+               "_n": width, "width": width, "steps": steps, "impl": "interleaved",
+               "python": None}
 
 
 def run_benchmark(cases, args, machine: str, log) -> list[dict]:
@@ -605,11 +614,19 @@ def run_benchmark(cases, args, machine: str, log) -> list[dict]:
             continue
         worker_case = {k: v for k, v in case.items() if not k.startswith("_") and k != "note"}
         result = run_case(worker_case, python, args.mem_cap_gb * 1024, args.timeout)
-        row = _row(case, result, machine) | {"_n": case["_n"]}
-        rows.append(row)
-        log(f"{case['benchmark']:9s} {case['size']:22s} {case['impl']:45s} "
-            f"t={row['time_s'] or '-':>10s} s  peak={row['peak_mem_mb'] or '-':>6s} MB  "
-            f"load={row['load_1min']}  {row['note']}")
+        if case["impl"] == "interleaved":
+            parts = [(dict(case, impl=impl, note="interleaved with the other rows of this size "
+                                                   "in one process (peak memory shared)"),
+                      dict(result, times=times) if "error" not in result else result)
+                     for impl, times in result.get("by_impl", dict.fromkeys(TRAINING_IMPLS)).items()]
+        else:
+            parts = [(case, result)]
+        for part_case, part_result in parts:
+            row = _row(part_case, part_result, machine) | {"_n": case["_n"]}
+            rows.append(row)
+            log(f"{case['benchmark']:9s} {case['size']:22s} {part_case['impl']:45s} "
+                f"t={row['time_s'] or '-':>10s} s  peak={row['peak_mem_mb'] or '-':>6s} MB  "
+                f"load={row['load_1min']}  {row['note']}")
     _fill_ratios(rows)
     return rows
 
