@@ -72,14 +72,7 @@ TRAINING = dict(depth=4, beta=0.1, n0=2, batch=100, members=10, lr=0.5)
 
 def _rss_mb() -> float:
     """Current resident set size of this process in MB (Linux; 0 where unavailable)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
+    return _proc_rss_mb("self")
 
 
 def _peak_rss_mb() -> float:
@@ -442,7 +435,8 @@ def _load() -> float:
         return float("nan")
 
 
-def _proc_rss_mb(pid: int) -> float:
+def _proc_rss_mb(pid) -> float:
+    """Resident set size of process ``pid`` ("self" for this one) in MB; 0 where unavailable."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ntk_repro.networks import MLP
+from ntk_repro.networks import MLP, as_real_tensor
 
 Tensor = torch.Tensor
 
@@ -61,18 +61,7 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 def _as_input(x, name: str, dtype: torch.dtype, device: torch.device,
               n0: int | None, feature_shape: tuple[int, ...] | None) -> Tensor:
     """``x`` as a tensor of the model's dtype/device, or raise ValueError naming ``name``."""
-    if isinstance(x, Tensor):
-        t = x.detach()
-    else:
-        try:
-            arr = np.asarray(x)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{name} must be a numeric array or tensor: {err}") from None
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.is_complex():
-        raise ValueError(f"{name} must be real, got dtype {t.dtype}")
+    t = as_real_tensor(x, name)
     if n0 is not None:
         if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != n0:
             raise ValueError(

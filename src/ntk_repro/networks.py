@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,6 +18,26 @@ from ntk_repro.kernels import check_hyperparameters, resolve_device, weight_gain
 
 NORMS = (None, "layer", "batch_last")
 NORM_EPS = 1e-12
+
+
+def as_real_tensor(x, name: str) -> torch.Tensor:
+    """``x`` (array or tensor) as a detached real tensor, or raise ValueError naming ``name``.
+
+    Shape, dtype and finiteness are checked by the callers, which know what they need.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} must be a numeric array or tensor: {err}") from None
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be real numbers, got dtype {t.dtype}")
+    return t
 
 
 def _normalize(h: torch.Tensor, dim: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ntk_repro.kernels import check_hyperparameters, loss_rate, resolve_device
-from ntk_repro.networks import MLP, NORM_EPS, NORMS
+from ntk_repro.networks import MLP, NORM_EPS, NORMS, as_real_tensor
 
 Tensor = torch.Tensor
 
@@ -224,18 +224,7 @@ def _check_int(value, name: str, minimum: int) -> int:
 
 def _as_tensor(x, name: str, dtype, device, ndims: tuple[int, ...]) -> Tensor:
     """``x`` as a finite tensor of dtype/device with ndim in ``ndims`` and no empty axis."""
-    if isinstance(x, Tensor):
-        t = x.detach()
-    else:
-        try:
-            arr = np.asarray(x)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{name} must be a numeric array: {err}") from None
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must be real numbers, got dtype {t.dtype}")
+    t = as_real_tensor(x, name)
     if t.ndim not in ndims or 0 in t.shape:
         raise ValueError(f"{name} must be a non-empty array with ndim in {ndims}, got shape "
                          f"{tuple(t.shape)}")
