@@ -241,3 +241,74 @@ def test_load_mnist_rejects_mismatched_labels_and_too_many_points(tiny_mnist):
     blank = write_idx(tmp / "blank-idx3-ubyte", np.zeros((3, 2, 2), dtype=np.uint8))
     with pytest.raises(ValueError, match="zero norm"):
         data.load_mnist(blank, 2, seed=0, standardize=False)
+
+
+@pytest.mark.parametrize("content", [b"\x93NUMPY not really", b"just some text\n", b"",
+                                     bytes(range(256)) * 4])
+def test_a_file_named_npz_that_is_not_an_npz_says_so(tmp_path, content):
+    path = tmp_path / "x.npz"
+    path.write_bytes(content)
+    for check in (lambda: data.load_mnist(path, 1, seed=0), lambda: data.check_mnist_file(path)):
+        with pytest.raises(ValueError) as info:
+            check()
+        message = str(info.value)
+        assert message.startswith(f"MNIST file {path} is not a valid .npz file: ")
+        assert "\n" not in message
+
+
+# --- cheap check of user-supplied MNIST files ----------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_check_mnist_file_accepts_what_load_mnist_reads(tiny_mnist, compress):
+    images, labels, tmp = tiny_mnist
+    suffix = ".gz" if compress else ""
+    image_file = write_idx(tmp / f"images-idx3-ubyte{suffix}", images, compress=compress)
+    label_file = write_idx(tmp / f"labels-idx1-ubyte{suffix}", labels, compress=compress)
+    assert data.check_mnist_file(image_file, labels_path=label_file, n=12) is None
+    np.savez(tmp / "mnist.npz", images=images, y=labels)
+    np.savez(tmp / "flat.npz", x=images.reshape(12, 20).astype(np.float32))
+    for npz in ("mnist.npz", "flat.npz"):
+        data.check_mnist_file(tmp / npz, n=12)
+        data.load_mnist(tmp / npz, 12, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["missing", "bad-magic", "truncated", "too-long", "bad-gzip",
+                                  "npz-without-images", "broken-zip", "empty"])
+def test_check_mnist_file_reports_what_load_mnist_reports_in_one_line(tiny_mnist, kind):
+    images, _, tmp = tiny_mnist
+    path = corrupt_files(tmp, images)[kind]
+    with pytest.raises(ValueError) as info:
+        data.check_mnist_file(path)
+    message = str(info.value)
+    assert message.startswith(f"MNIST file {path} ") and "\n" not in message
+
+
+def test_check_mnist_file_finds_a_truncated_gzip_download_from_its_trailer(tmp_path):
+    # Incompressible pixels, so that the cut lies far past the header the check decompresses.
+    images = np.random.default_rng(0).integers(0, 256, size=(50, 28, 28), dtype=np.uint8)
+    whole = write_idx(tmp_path / "whole-idx3-ubyte.gz", images, compress=True)
+    data.check_mnist_file(whole)
+    cut = tmp_path / "cut-idx3-ubyte.gz"
+    cut.write_bytes(whole.read_bytes()[:-5000])
+    with pytest.raises(ValueError, match=r"cut-idx3-ubyte\.gz has \d+ uncompressed bytes"):
+        data.check_mnist_file(cut)
+
+
+def test_check_mnist_file_rejects_mismatched_labels_too_few_images_and_bad_arrays(tiny_mnist):
+    images, labels, tmp = tiny_mnist
+    image_file = write_idx(tmp / "i-idx3-ubyte", images)
+    with pytest.raises(ValueError, match="l-idx1-ubyte has labels of shape"):
+        data.check_mnist_file(image_file, labels_path=write_idx(tmp / "l-idx1-ubyte", labels[:5]))
+    with pytest.raises(ValueError, match="missing-labels"):
+        data.check_mnist_file(image_file, labels_path=tmp / "missing-labels")
+    with pytest.raises(ValueError, match="n = 13 exceeds the 12 images"):
+        data.check_mnist_file(image_file, n=13)
+    with pytest.raises(ValueError, match="n must be an integer"):
+        data.check_mnist_file(image_file, n=1.5)
+    np.savez(tmp / "short-labels.npz", x=images, labels=labels[:3])
+    with pytest.raises(ValueError, match="short-labels.npz has labels of shape"):
+        data.check_mnist_file(tmp / "short-labels.npz")
+    np.savez(tmp / "vector.npz", images=images.reshape(-1))
+    with pytest.raises(ValueError, match="vector.npz holds a uint8 array of shape"):
+        data.check_mnist_file(tmp / "vector.npz")

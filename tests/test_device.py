@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ntk_repro.empirical import empirical_ntk
-from ntk_repro.kernels import resolve_device, theta_inf
+from ntk_repro.device import resolve_device
+from ntk_repro.kernels import theta_inf
 from ntk_repro.networks import MLP
 from ntk_repro.training import train_ensemble
 

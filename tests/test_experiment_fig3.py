@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ntk_repro.experiments import fig3
-from ntk_repro.pipeline.cli import run_stage
+from ntk_repro.run import main as run_step
 from ntk_repro.results import load_arrays
 
 TINY = dict(n_points=24, widths=[16, 512], trials=1, steps=30, record_every=5, mnist=None,
@@ -22,19 +22,19 @@ def pipeline(tmp_path_factory):
     """Every stage of fig3 run once on TINY; returns the paths of the results."""
     out = tmp_path_factory.mktemp("fig3")
     paths = {name: str(out / f"{name}.npz") for name in ("data", "kernel", "spectrum")}
-    fig3.data(TINY, [], [paths["data"]])
-    fig3.kernels(TINY, [paths["data"]], [paths["kernel"]])
-    fig3.spectrum(TINY, [paths["kernel"]], [paths["spectrum"]])
+    fig3.images(TINY, [paths["data"]])
+    fig3.kernel(TINY, [paths["kernel"]], images=paths["data"])
+    fig3.spectrum(TINY, [paths["spectrum"]], kernel=paths["kernel"])
     runs = []
     for width in TINY["widths"]:
         runs.append(str(out / f"train_w{width}_t0.npz"))
-        fig3.training(TINY, [paths["data"], paths["spectrum"]], [runs[-1]], width=str(width),
-                      trial="0")
+        fig3.train(TINY, [runs[-1]], images=paths["data"], spectrum=paths["spectrum"],
+                   width=str(width), trial="0")
     paths["runs"] = runs
     paths["figure"] = [str(out / "fig3.png"), str(out / "fig3.pdf")]
-    fig3.figures(TINY, [paths["spectrum"]] + runs, paths["figure"])
+    fig3.plot(TINY, paths["figure"], spectrum=paths["spectrum"], runs=runs)
     paths["checks"] = str(out / "fig3.csv")
-    fig3.checks(TINY, [paths["spectrum"]] + runs, [paths["checks"]])
+    fig3.check(TINY, [paths["checks"]], spectrum=paths["spectrum"], runs=runs)
     return paths
 
 
@@ -101,7 +101,8 @@ def test_training_starts_on_f2_and_follows_the_kernel_limit(pipeline):
 def test_training_output_is_bitwise_reproducible(pipeline, tmp_path):
     again = tmp_path / "again.npz"
     data, spectrum = pipeline["data"], pipeline["spectrum"]
-    fig3.training(TINY, [data, spectrum], [str(again)], width=str(TINY["widths"][0]), trial="0")
+    fig3.train(TINY, [str(again)], images=data, spectrum=spectrum, width=str(TINY["widths"][0]),
+               trial="0")
     with open(pipeline["runs"][0], "rb") as first:
         assert first.read() == again.read_bytes()
 
@@ -123,7 +124,7 @@ def test_bad_mnist_file_is_a_value_error_naming_it(tmp_path, content):
         path.write_bytes(content)
     params = {**TINY, "mnist": str(path)}
     with pytest.raises(ValueError, match=str(path)):
-        fig3.data(params, [], [str(tmp_path / "out.npz")])
+        fig3.images(params, [str(tmp_path / "out.npz")])
     assert not (tmp_path / "out.npz").exists()
 
 
@@ -131,8 +132,8 @@ def test_bad_mnist_file_fails_the_stage_with_one_line(tmp_path, capsys):
     import json
 
     path = tmp_path / "missing.idx"
-    code = run_stage("data", ["fig3", "--params", json.dumps({**TINY, "mnist": str(path)}),
-                              "--output", str(tmp_path / "out.npz")])
+    code = run_step(["fig3", "images", "--params", json.dumps({**TINY, "mnist": str(path)}),
+                     "--output", str(tmp_path / "out.npz")])
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert code == 1 and len(err) == 1 and str(path) in err[0]
 
@@ -143,7 +144,7 @@ def test_mnist_npz_is_used_with_its_labels(tmp_path):
     np.savez(path, x=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
              y=rng.integers(0, 10, 40))
     out = tmp_path / "out.npz"
-    fig3.data({**TINY, "mnist": str(path)}, [], [str(out)])
+    fig3.images({**TINY, "mnist": str(path)}, [str(out)])
     d = load_arrays(out)
     assert d["x"].shape == (24, 784) and str(d["source"]) == "MNIST"
     np.testing.assert_allclose((d["x"] ** 2).sum(1), 784.0)

@@ -24,11 +24,11 @@ def _read_checks(path):
 
 def test_fig1_stages_write_arrays_figure_and_claims(tmp_path):
     limit = tmp_path / "theta_inf.npz"
-    fig1.kernels(FIG1, [], [str(limit)])
+    fig1.limit(FIG1, [str(limit)])
     runs = [tmp_path / f"train_w{w}.npz" for w in FIG1["widths"]]
     for w, path in zip(FIG1["widths"], runs):
-        fig1.training(FIG1, [], [str(path)], width=str(w))
-    inputs = [str(limit)] + [str(p) for p in runs]
+        fig1.train(FIG1, [str(path)], width=str(w))
+    inputs = dict(limit=str(limit), runs=[str(p) for p in runs])
 
     lim = load_arrays(limit)
     assert lim["theta_inf"].shape == (16,) and lim["theta_inf"].dtype == np.float64
@@ -42,22 +42,22 @@ def test_fig1_stages_write_arrays_figure_and_claims(tmp_path):
     assert np.isfinite(run["theta"]).all()
 
     png, pdf = tmp_path / "fig1.png", tmp_path / "fig1.pdf"
-    fig1.figures(FIG1, inputs, [str(png), str(pdf)])
+    fig1.plot(FIG1, [str(png), str(pdf)], **inputs)
     assert png.stat().st_size > 0 and pdf.stat().st_size > 0
 
     out = tmp_path / "fig1.csv"
-    fig1.checks(FIG1, inputs, [str(out)])
+    fig1.check(FIG1, [str(out)], **inputs)
     rows = _read_checks(out)
     assert len(rows) == 4
-    assert all(r["experiment"] == "fig1" and r["passed"] in ("True", "False") for r in rows)
+    assert all(r["experiment"] == "fig1" and r["status"] in ("pass", "fail") for r in rows)
     assert float(rows[1]["paper_value"]) == pytest.approx(2.0)  # sqrt(128 / 32)
     assert all(math.isfinite(float(r["measured"])) for r in rows)
 
 
 def test_fig1_training_is_bitwise_deterministic(tmp_path):
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    fig1.training(FIG1, [], [str(a)], width="32")
-    fig1.training(FIG1, [], [str(b)], width="32")
+    fig1.train(FIG1, [str(a)], width="32")
+    fig1.train(FIG1, [str(b)], width="32")
     assert a.read_bytes() == b.read_bytes()
 
 
@@ -66,8 +66,7 @@ def test_sweeps_stages_write_cells_table_figure_and_claims(tmp_path):
     for w in SWEEPS["widths"]:
         for s in SWEEPS["seeds"]:
             path = tmp_path / f"w{w}_L2_b0.1_s{s}.npz"
-            sweeps.training(SWEEPS, [], [str(path)], width=str(w), depth="2", beta="0.1",
-                            seed=str(s))
+            sweeps.cell(SWEEPS, [str(path)], width=str(w), depth="2", beta="0.1", seed=str(s))
             cells.append(str(path))
     cell = load_arrays(cells[0])
     for key in ("d_init", "change", "gap", "final_loss"):
@@ -75,17 +74,17 @@ def test_sweeps_stages_write_cells_table_figure_and_claims(tmp_path):
     assert int(cell["width"]) == 16 and float(cell["beta"]) == 0.1
 
     table = tmp_path / "summary.csv"
-    sweeps.tables(SWEEPS, cells, [str(table)])
+    sweeps.table(SWEEPS, [str(table)], cells=cells)
     columns = sweeps.read_table(table)
     assert len(columns["width"]) == 2 * 2 * 2  # widths × seeds × inits
     assert sorted(set(columns["width"].tolist())) == [16, 64]
 
     png, pdf = tmp_path / "sweeps.png", tmp_path / "sweeps.pdf"
-    sweeps.figures(SWEEPS, [str(table)], [str(png), str(pdf)])
+    sweeps.plot(SWEEPS, [str(png), str(pdf)], table=str(table))
     assert png.stat().st_size > 0
 
     out = tmp_path / "sweeps.csv"
-    sweeps.checks(SWEEPS, [str(table)], [str(out)])
+    sweeps.check(SWEEPS, [str(out)], table=str(table))
     rows = _read_checks(out)
     assert len(rows) == 3  # one (depth, β): init deviation, training change, function gap
     assert [float(r["paper_value"]) for r in rows] == [-0.5, -0.5, -0.5]

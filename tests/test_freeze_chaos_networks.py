@@ -65,34 +65,34 @@ def _rows(path):
 
 def _run_normalisation(tmp_path):
     p = NORM_PARAMS
-    paths = [str(tmp_path / "limit.npz")]
-    normalisation.kernels(p, [], paths)
+    paths = {"limit": str(tmp_path / "limit.npz"), "layer": [], "batch_last": []}
+    normalisation.limit(p, [paths["limit"]])
     for norm, widths in (("layer", p["widths"]), ("batch_last", p["bn_widths"])):
         for w in widths:
-            paths.append(str(tmp_path / f"{norm}_w{w}.npz"))
-            normalisation.kernels(p, [], [paths[-1]], norm=norm, width=str(w))
+            paths[norm].append(str(tmp_path / f"{norm}_w{w}.npz"))
+            normalisation.nets(p, [paths[norm][-1]], norm=norm, width=str(w))
     return paths
 
 
 def test_normalisation_stages(tmp_path):
     paths = _run_normalisation(tmp_path)
-    normalisation.figures(NORM_PARAMS, paths, [str(tmp_path / "f.png"), str(tmp_path / "f.pdf")])
+    normalisation.plot(NORM_PARAMS, [str(tmp_path / "f.png"), str(tmp_path / "f.pdf")], **paths)
     assert (tmp_path / "f.png").stat().st_size > 10_000
-    normalisation.checks(NORM_PARAMS, paths, [str(tmp_path / "c.csv")])
+    normalisation.check(NORM_PARAMS, [str(tmp_path / "c.csv")], **paths)
     rows = _rows(tmp_path / "c.csv")
     assert len(rows) == 2
     slope = float(rows[0]["measured"])
     assert -1.0 < slope < -0.2  # the LayerNorm error falls with width
-    assert rows[1]["passed"] == "True"
+    assert rows[1]["status"] == "pass"
     # The error is measured against σ̄, not σ: against the plain relu limit it stays large.
-    limit = load_arrays(paths[0])
-    run = load_arrays(paths[3])
+    limit = load_arrays(paths["limit"])
+    run = load_arrays(paths["layer"][2])
     widths, errs = normalisation.relative_errors([run], limit["theta_bar"])
     _, errs_raw = normalisation.relative_errors([run], limit["theta_raw"])
     assert errs.mean() < 0.2 < 0.5 < errs_raw.mean()
     # Same target, same bytes.
     again = tmp_path / "again.npz"
-    normalisation.kernels(NORM_PARAMS, [], [str(again)], norm="layer", width="64")
+    normalisation.nets(NORM_PARAMS, [str(again)], norm="layer", width="64")
     assert again.read_bytes() == (tmp_path / "layer_w64.npz").read_bytes()
 
 
@@ -113,17 +113,17 @@ CB_PARAMS = dict(seed=3, device="cpu", dtype="float32", activation="normalized:e
 def test_checkerboard_stages(tmp_path):
     p = CB_PARAMS
     paths = [str(tmp_path / "limit.npz")]
-    checkerboard.kernels(p, [], paths)
+    checkerboard.limit(p, paths)
     for net in checkerboard.NETS:
         paths.append(str(tmp_path / f"{net}.npz"))
-        checkerboard.kernels(p, [], [paths[-1]], net=net)
-    checkerboard.figures(p, paths, [str(tmp_path / "f.png")])
+        checkerboard.nets(p, [paths[-1]], net=net)
+    checkerboard.plot(p, [str(tmp_path / "f.png")], limit=paths[0], nets=paths[1:])
     assert (tmp_path / "f.png").stat().st_size > 10_000
-    checkerboard.checks(p, paths, [str(tmp_path / "c.csv")])
+    checkerboard.check(p, [str(tmp_path / "c.csv")], limit=paths[0], nets=paths[1:])
     rows = _rows(tmp_path / "c.csv")
     assert len(rows) == 3
-    assert rows[0]["passed"] == "True" and float(rows[0]["measured"]) < 0  # inside the bounds
-    assert rows[1]["passed"] == "True"  # chaos: no pattern
+    assert rows[0]["status"] == "pass" and float(rows[0]["measured"]) < 0  # inside the bounds
+    assert rows[1]["status"] == "pass"  # chaos: no pattern
     assert float(rows[1]["measured"]) < 0.2  # the freeze itself has share 1
     limit = load_arrays(paths[0])
     assert limit["r_freeze"] < 1 < limit["r_chaos"]
@@ -135,11 +135,11 @@ def test_checkerboard_stages(tmp_path):
 
 def test_checkerboard_refuses_a_non_standardised_sigma_and_wrong_regimes(tmp_path):
     with pytest.raises(ValueError, match="standardised"):
-        checkerboard.kernels({**CB_PARAMS, "activation": "relu"}, [], [str(tmp_path / "l.npz")])
+        checkerboard.limit({**CB_PARAMS, "activation": "relu"}, [str(tmp_path / "l.npz")])
     with pytest.raises(ValueError, match="freeze"):
-        checkerboard.kernels({**CB_PARAMS, "beta_freeze": 0.1}, [], [str(tmp_path / "l.npz")])
+        checkerboard.limit({**CB_PARAMS, "beta_freeze": 0.1}, [str(tmp_path / "l.npz")])
     with pytest.raises(ValueError, match="net"):
-        checkerboard.kernels(CB_PARAMS, [], [str(tmp_path / "x.npz")], net="other")
+        checkerboard.nets(CB_PARAMS, [str(tmp_path / "x.npz")], net="other")
 
 
 GAN_PARAMS = dict(seed=3, device="cpu", activation="normalized:erf", parametrization="balanced",
@@ -166,12 +166,12 @@ def test_gan_stages(tmp_path):
     paths = []
     for net in gan.NETS:
         paths.append(str(tmp_path / f"{net}.npz"))
-        gan.training(GAN_PARAMS, [], [paths[-1]], net=net)
+        gan.train(GAN_PARAMS, [paths[-1]], net=net)
     run = load_arrays(paths[0])
     assert run["covered"].shape == (2, 4) and run["final_samples"].shape == (2, 50, 2)
-    gan.figures(GAN_PARAMS, paths, [str(tmp_path / "f.png")])
-    gan.checks(GAN_PARAMS, paths, [str(tmp_path / "c.csv")])
+    gan.plot(GAN_PARAMS, [str(tmp_path / "f.png")], runs=paths)
+    gan.check(GAN_PARAMS, [str(tmp_path / "c.csv")], runs=paths)
     assert len(_rows(tmp_path / "c.csv")) == 2
     again = tmp_path / "again.npz"
-    gan.training(GAN_PARAMS, [], [str(again)], net="freeze")
+    gan.train(GAN_PARAMS, [str(again)], net="freeze")
     assert again.read_bytes() == (tmp_path / "freeze.npz").read_bytes()

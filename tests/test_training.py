@@ -13,6 +13,8 @@ from ntk_repro import kernels
 from ntk_repro.data import circle_points, fig2_training_set, gaussian_batch_sampler
 from ntk_repro.networks import MLP
 from ntk_repro.training import (
+    Architecture,
+    BatchSource,
     EnsembleResult,
     TrainingDiverged,
     epoch_permutation,
@@ -228,6 +230,9 @@ BAD_ARGUMENTS = [
     ("seeds", dict(seeds=[3, 3])),
     ("seeds", dict(seeds=[1.5])),
     ("seeds", dict(seeds=[-1])),
+    (r"seeds\[1\]", dict(seeds=[0, 2**63])),
+    ("batch_seed", dict(batch_seed=-1, batch_size=2)),
+    ("name", dict(name=3)),
     ("width", dict(width=0)),
     ("depth", dict(depth=0)),
     ("beta", dict(beta=1.5)),
@@ -243,6 +248,7 @@ BAD_ARGUMENTS = [
     ("x_eval", dict(eval_steps=(1,), x_eval=np.zeros((2, 3)))),
     ("ntk_points", dict(ntk_steps=(0,))),
     ("ntk_steps", dict(ntk_steps=(-1,), ntk_points=np.zeros((2, 2)))),
+    ("ntk_points", dict(ntk_steps=(0,), ntk_points=np.zeros((2, 3)))),
     ("dtype", dict(dtype=torch.int64)),
     ("device", dict(device="no-such-device")),
 ]
@@ -306,3 +312,33 @@ def test_flops_per_step_counts_three_matmuls_per_layer_but_the_first():
     assert flops_per_step([2, 10, 1], n_batch=5, n_members=3) == 3 * (2 * 2 * 5 * 2 * 10
                                                                      + 3 * 2 * 5 * 10 * 1)
     assert math.isclose(flops_per_step([2, 1024, 1024, 1024, 1], 100, 10) / 1e9, 12.6, rel_tol=0.01)
+
+
+def test_batch_source_gives_full_mini_and_sampled_batches():
+    x = torch.arange(22, dtype=torch.float64).reshape(11, 2)
+    y = torch.arange(11, dtype=torch.float64).unsqueeze(1)
+    full = BatchSource(x, y, scalar_targets=True)
+    assert full.at(0)[0] is x and full.at(7)[1] is y
+    mini = BatchSource(x, y, scalar_targets=True, batch_size=4, batch_seed=5)
+    for step in range(7):  # two epochs and a bit, with a last batch of 3 in each epoch
+        rows = minibatch_indices(11, 4, 5, step)
+        xb, yb = mini.at(step)
+        assert torch.equal(xb, x[rows]) and torch.equal(yb, y[rows])
+    sampler = gaussian_batch_sampler(5, 2, seed=3)
+    x0, y0 = (torch.as_tensor(a) for a in sampler(0))
+    sampled = BatchSource(x0, y0.unsqueeze(1), scalar_targets=True, sample_batch=sampler)
+    assert sampled.at(0)[0] is x0
+    xb, yb = sampled.at(4)
+    assert torch.equal(xb, torch.as_tensor(sampler(4)[0]))
+    assert torch.equal(yb[:, 0], torch.as_tensor(sampler(4)[1]))
+
+
+def test_result_architecture_rebuilds_a_member_as_the_grouped_arguments_say():
+    x, y = fig2_training_set()
+    result = train_ensemble(x, y, width=8, depth=2, beta=np.float64(0.3), activation="tanh",
+                            norm="layer", seeds=np.array([4, 9]), steps=1, lr=0.1)
+    grouped = Architecture(width=8, depth=2, beta=0.3, activation="tanh", norm="layer")
+    assert result.architecture == grouped.mlp_kwargs(in_dim=2, out_dim=1)
+    assert result.seeds.tolist() == [4, 9]
+    with pytest.raises(ValueError, match="k must be an integer <= 1"):
+        result.member(2)

@@ -1,8 +1,8 @@
 """Configuration: a preset (laptop / paper / test) overlaid by the user's values, validated.
 
-The Snakefile calls :func:`resolve_config` before any job starts. The preset file
-``workflow/presets/<preset>.yaml`` holds every value; ``config.yaml`` and ``--config`` override
-any of them (nested keys merge). The merged result is checked against
+The Snakefile calls :func:`resolve_config` before any job starts. ``workflow/presets/laptop.yaml``
+holds every value; another preset (``paper.yaml``, ``test.yaml``) is an overlay on it, and
+``config.yaml`` and ``--config`` override any value (nested keys merge). The merged result is checked against
 ``workflow/schemas/config.schema.yaml``; the first problem is reported in one line that names
 the key, e.g. ``config key 'fig1.widths[0]': 0 is less than the minimum of 1``.
 """
@@ -10,6 +10,7 @@ the key, e.g. ``config key 'fig1.widths[0]': 0 is less than the minimum of 1``.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import yaml
@@ -58,7 +59,11 @@ def validate(config: dict, schema: dict) -> None:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (list(e.absolute_path), e.message))
+    # The most specific problem first: for widths [-5] that the width is negative, not that
+    # the list is too short.
+    errors = sorted(validator.iter_errors(config),
+                    key=lambda e: (-len(e.absolute_path), [str(p) for p in e.absolute_path],
+                                   e.message))
     if not errors:
         return
     err = errors[0]
@@ -70,18 +75,55 @@ def validate(config: dict, schema: dict) -> None:
     raise ConfigError(f"config key '{_key_path(err)}': {err.message}")
 
 
+BASE_PRESET = "laptop"
+
+
+def _read_yaml(path: Path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def load_preset(preset, workflow_dir) -> dict:
+    """Every value of a preset: ``laptop.yaml`` overlaid by ``<preset>.yaml``."""
+    presets = Path(workflow_dir) / "presets"
+    preset_file = presets / f"{preset}.yaml"
+    if not isinstance(preset, str) or not preset_file.is_file():
+        known = sorted(p.stem for p in presets.glob("*.yaml"))
+        raise ConfigError(f"config key 'preset': {preset!r} is not one of {known}")
+    base = _read_yaml(presets / f"{BASE_PRESET}.yaml")
+    return base if preset == BASE_PRESET else deep_merge(base, _read_yaml(preset_file))
+
+
+def _mnist_file(path: str, section: dict) -> None:
+    from ntk_repro.data import check_mnist_file
+
+    check_mnist_file(os.path.expanduser(path), n=section["n_points"])
+
+
+# Config keys that name a user's file -> a cheap parser (headers only) that raises ValueError
+# naming the file; a later data path adds its entry here.
+DATA_FILES = {("fig3", "mnist"): _mnist_file}
+
+
+def check_data_files(config: dict) -> None:
+    """Every file named in the config exists and parses, before any job starts."""
+    for (section, key), check in DATA_FILES.items():
+        path = config.get(section, {}).get(key)
+        if path is None:
+            continue
+        try:
+            check(str(path), config[section])
+        except ValueError as err:
+            raise ConfigError(f"config key '{section}.{key}': {err}") from None
+
+
 def resolve_config(user: dict, workflow_dir) -> dict:
     """Merge the chosen preset with the user's values and validate the result."""
     workflow_dir = Path(workflow_dir)
     user = _coerce_scalars(user or {})
-    preset = user.get("preset", "laptop")
-    preset_file = workflow_dir / "presets" / f"{preset}.yaml"
-    if not isinstance(preset, str) or not preset_file.is_file():
-        known = sorted(p.stem for p in (workflow_dir / "presets").glob("*.yaml"))
-        raise ConfigError(f"config key 'preset': {preset!r} is not one of {known}")
-    with open(preset_file) as fh:
-        merged = deep_merge(yaml.safe_load(fh), user)
+    merged = deep_merge(load_preset(user.get("preset", BASE_PRESET), workflow_dir), user)
     with open(workflow_dir / "schemas" / "config.schema.yaml") as fh:
         schema = yaml.safe_load(fh)
     validate(merged, schema)
+    check_data_files(merged)
     return merged

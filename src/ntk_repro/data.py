@@ -26,26 +26,14 @@ from typing import Callable
 
 import numpy as np
 
+from ntk_repro.validation import check_int, check_points, check_real
+
 # Fig2 of the NTK paper: angles γ (radians) of the 4 training points on the unit circle and
 # their targets.
 FIG2_ANGLES = (-2.194, -0.931, 0.963, 2.226)
 FIG2_TARGETS = (-0.4, -0.2, 0.3, 0.3)
 
 # --- validation (at the edges) -----------------------------------------------------------------
-
-
-def _check_count(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if not (math.isfinite(float(value)) and float(value) > 0.0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def as_generator(seed, name: str = "seed") -> np.random.Generator:
@@ -57,18 +45,6 @@ def as_generator(seed, name: str = "seed") -> np.random.Generator:
             f"{name} must be a non-negative int or a numpy.random.Generator, got {seed!r}"
         )
     return np.random.default_rng(int(seed))
-
-
-def _as_points(x, name: str, min_dim: int = 1) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a numeric array: {err}") from None
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < min_dim:
-        raise ValueError(
-            f"{name} must have shape (N, n0) with N >= 1 and n0 >= {min_dim}, got {arr.shape}"
-        )
-    return arr
 
 
 # --- synthetic inputs --------------------------------------------------------------------------
@@ -93,11 +69,11 @@ def circle_points(n: int | None = None, *, angles=None, radius: float = 1.0,
     points : float64 array (N, 2).
     angles : float64 array (N,).
     """
-    radius = _check_positive(radius, "radius")
+    radius = check_real(radius, "radius", minimum=0.0, exclusive_minimum=True)
     if (n is None) == (angles is None):
         raise ValueError("give exactly one of n (a grid of angles) and angles")
     if angles is None:
-        n = _check_count(n, "n")
+        n = check_int(n, "n", minimum=1)
         if endpoint:
             gamma = np.linspace(-math.pi, math.pi, n)
         else:
@@ -126,13 +102,13 @@ def sphere_points(n: int, dim: int, *, seed, radius="sqrt_dim") -> np.ndarray:
     -------
     float64 array (n, dim) with every row of norm ``radius``.
     """
-    n, dim = _check_count(n, "n"), _check_count(dim, "dim")
+    n, dim = check_int(n, "n", minimum=1), check_int(dim, "dim", minimum=1)
     if isinstance(radius, str):
         if radius != "sqrt_dim":
             raise ValueError(f"radius must be 'sqrt_dim' or a positive number, got {radius!r}")
         radius = math.sqrt(dim)
     else:
-        radius = _check_positive(radius, "radius")
+        radius = check_real(radius, "radius", minimum=0.0, exclusive_minimum=True)
     rng = as_generator(seed)
     g = rng.standard_normal((n, dim))
     norms = np.linalg.norm(g, axis=1, keepdims=True)
@@ -145,13 +121,13 @@ def sphere_points(n: int, dim: int, *, seed, radius="sqrt_dim") -> np.ndarray:
 
 def gaussian_inputs(n: int, dim: int, *, seed) -> np.ndarray:
     """``n`` i.i.d. N(0, I_dim) inputs: float64 array (n, dim)."""
-    n, dim = _check_count(n, "n"), _check_count(dim, "dim")
+    n, dim = check_int(n, "n", minimum=1), check_int(dim, "dim", minimum=1)
     return as_generator(seed).standard_normal((n, dim))
 
 
 def product_target(x) -> np.ndarray:
     """Fig1 target f*(x) = x1·x2 of inputs x (N, n0 >= 2): float64 array (N,)."""
-    arr = _as_points(x, "x", min_dim=2)
+    arr = check_points(x, "x", min_dim=2)
     return arr[:, 0] * arr[:, 1]
 
 
@@ -163,10 +139,8 @@ def gaussian_batch_sampler(n: int, dim: int, *, seed: int,
     The batch of a step depends only on (seed, step), never on earlier calls, so a run can be
     repeated or resumed bit for bit. ``x`` is (n, dim), ``y = target(x)`` is (n,).
     """
-    n, dim = _check_count(n, "n"), _check_count(dim, "dim")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    seed = int(seed)
+    n, dim = check_int(n, "n", minimum=1), check_int(dim, "dim", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
 
     def sample_batch(step: int) -> tuple[np.ndarray, np.ndarray]:
         x = np.random.default_rng([seed, int(step)]).standard_normal((n, dim))
@@ -222,7 +196,7 @@ def digits_inputs(n: int, *, seed, standardize: bool = True) -> tuple[np.ndarray
     x : float64 array (n, 64) with ‖x‖² = 64 for every row.
     labels : int64 array (n,) of digit classes.
     """
-    n = _check_count(n, "n")
+    n = check_int(n, "n", minimum=1)
     from sklearn.datasets import load_digits  # shipped with scikit-learn, no download
 
     digits = load_digits()
@@ -234,6 +208,28 @@ def digits_inputs(n: int, *, seed, standardize: bool = True) -> tuple[np.ndarray
 # --- MNIST from user-supplied files ------------------------------------------------------------
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_MAX_HEADER = 4 + 4 * 255  # magic, then one uint32 per dimension (at most 255)
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive
+
+
+def _existing_file(path) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"MNIST file {path} does not exist (or is not a file)")
+    return path
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def _read_head(path: str, count: int = 4) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(count)
+    except OSError as err:
+        raise ValueError(f"MNIST file {path} cannot be read: {err.strerror}") from None
 
 
 def _read_bytes(path: str) -> bytes:
@@ -242,7 +238,7 @@ def _read_bytes(path: str) -> bytes:
             raw = handle.read()
     except OSError as err:
         raise ValueError(f"MNIST file {path} cannot be read: {err.strerror}") from None
-    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+    if raw[:2] == _GZIP_MAGIC:  # gzip, whatever the file is called
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, ValueError, zlib.error) as err:
@@ -250,23 +246,8 @@ def _read_bytes(path: str) -> bytes:
     return raw
 
 
-def _read_head(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(4)
-    except OSError as err:
-        raise ValueError(f"MNIST file {path} cannot be read: {err.strerror}") from None
-
-
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (the MNIST format, optionally gzip-compressed) into a numpy array.
-
-    Raises ValueError naming the file when it is missing or not a well-formed IDX file.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"MNIST file {path} does not exist (or is not a file)")
-    raw = _read_bytes(path)
+def _idx_header(raw: bytes, path: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, element dtype and header length from the first bytes of an IDX file."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise ValueError(f"MNIST file {path} is not an IDX file (bad magic number)")
     ndim = raw[3]
@@ -274,8 +255,22 @@ def read_idx(path) -> np.ndarray:
     if len(raw) < header:
         raise ValueError(f"MNIST file {path} is truncated inside its IDX header")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + dtype.itemsize * math.prod(shape)
+    return shape, np.dtype(_IDX_DTYPES[raw[2]]), header
+
+
+def _idx_bytes(shape: tuple[int, ...], dtype: np.dtype, header: int) -> int:
+    return header + dtype.itemsize * math.prod(shape)
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (the MNIST format, optionally gzip-compressed) into a numpy array.
+
+    Raises ValueError naming the file when it is missing or not a well-formed IDX file.
+    """
+    path = _existing_file(path)
+    raw = _read_bytes(path)
+    shape, dtype, header = _idx_header(raw, path)
+    expected = _idx_bytes(shape, dtype, header)
     if len(raw) != expected:
         raise ValueError(
             f"MNIST file {path} has {len(raw)} bytes but its IDX header {shape} needs {expected}"
@@ -283,24 +278,142 @@ def read_idx(path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def _idx_shape(path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an IDX file from its header alone, with its size checked.
+
+    A gzip file is checked against the uncompressed size in its trailer (modulo 2³², as gzip
+    stores it), which a truncated download fails; damage inside the stream is found only when
+    :func:`read_idx` decompresses it all.
+    """
+    if _read_head(path, 2) != _GZIP_MAGIC:
+        head = _read_head(path, _IDX_MAX_HEADER)
+        size, expected_size = os.path.getsize(path), None
+    else:
+        try:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(_IDX_MAX_HEADER)
+            with open(path, "rb") as handle:
+                handle.seek(-4, os.SEEK_END)
+                size = int.from_bytes(handle.read(4), "little")
+        except (OSError, EOFError, ValueError, zlib.error) as err:
+            raise ValueError(f"MNIST file {path} is not a valid gzip file: {_one_line(err)}"
+                             ) from None
+        expected_size = 2**32
+    shape, dtype, header = _idx_header(head, path)
+    expected = _idx_bytes(shape, dtype, header)
+    if expected_size is not None:
+        expected %= expected_size
+    if size != expected:
+        unpacked = " uncompressed" if expected_size is not None else ""
+        raise ValueError(f"MNIST file {path} has {size}{unpacked} bytes but its IDX header "
+                         f"{shape} needs {expected}")
+    return shape, dtype
+
+
+def _is_npz(path: str) -> bool:
+    """An .npz by name or by content (a zip archive); anything else is read as IDX."""
+    return path.lower().endswith(".npz") or _read_head(path) == _ZIP_MAGIC
+
+
+def _npz_keys(names, path: str) -> tuple[str, str | None]:
+    """The keys of the images ("x" or "images") and labels ("y", "labels" or None)."""
+    image_key = next((k for k in ("x", "images") if k in names), None)
+    if image_key is None:
+        raise ValueError(f"MNIST file {path} has no 'x' or 'images' array "
+                         f"(found {sorted(names)})")
+    return image_key, next((k for k in ("y", "labels") if k in names), None)
+
+
+def _not_npz(path: str, reason) -> ValueError:
+    return ValueError(f"MNIST file {path} is not a valid .npz file: {_one_line(reason)}")
+
+
 def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if _read_head(path) != _ZIP_MAGIC:
+        raise _not_npz(path, "it is not a zip archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            keys = set(archive.files)
-            image_key = next((k for k in ("x", "images") if k in keys), None)
-            if image_key is None:
-                raise ValueError(f"MNIST file {path} has no 'x' or 'images' array "
-                                 f"(found {sorted(keys)})")
+            image_key, label_key = _npz_keys(set(archive.files), path)
             images = archive[image_key]
-            label_key = next((k for k in ("y", "labels") if k in keys), None)
             labels = archive[label_key] if label_key is not None else None
     except ValueError as err:
         if str(err).startswith("MNIST file"):
             raise
-        raise ValueError(f"MNIST file {path} is not a readable .npz: {err}") from None
+        raise _not_npz(path, err) from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise ValueError(f"MNIST file {path} is not a readable .npz: {err}") from None
+        raise _not_npz(path, err) from None
     return images, labels
+
+
+def _npz_shapes(path: str) -> tuple[tuple[int, ...], np.dtype, tuple[int, ...] | None]:
+    """Shape and dtype of the images of an .npz, and the labels' shape, from the .npy headers
+    in the zip directory, without reading the arrays."""
+    if _read_head(path) != _ZIP_MAGIC:
+        raise _not_npz(path, "it is not a zip archive")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {m[:-4]: m for m in archive.namelist() if m.endswith(".npy")}
+            image_key, label_key = _npz_keys(set(members), path)
+            shapes = []
+            for key in (image_key, label_key):
+                if key is None:
+                    shapes.append((None, None))
+                    continue
+                with archive.open(members[key]) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                shapes.append((shape, dtype))
+    except ValueError as err:
+        if str(err).startswith("MNIST file"):
+            raise
+        raise _not_npz(path, err) from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise _not_npz(path, err) from None
+    (image_shape, image_dtype), (label_shape, _) = shapes
+    return image_shape, image_dtype, label_shape
+
+
+def _check_images(path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if len(shape) < 2 or shape[0] == 0 or dtype.kind not in "biuf":
+        raise ValueError(f"MNIST file {path} holds a {dtype} array of shape "
+                         f"{shape}, expected numeric images (N, rows, cols) or (N, n0)")
+
+
+def _check_labels(source: str, shape: tuple[int, ...], n_images: int) -> None:
+    if shape != (n_images,):
+        raise ValueError(f"MNIST file {source} has labels of shape {shape}, "
+                         f"expected ({n_images},) to match the images")
+
+
+def check_mnist_file(path, *, labels_path=None, n: int | None = None) -> None:
+    """Check that user-supplied MNIST files exist and parse, cheaply, before any job starts.
+
+    Reads headers only: the IDX header and file size (for gzip its trailer), or the zip
+    directory and the .npy headers of an .npz. Arguments as in :func:`load_mnist`; with ``n``
+    the file must hold at least ``n`` images.
+
+    Raises
+    ------
+    ValueError
+        With one line naming the file when it is missing, malformed or too small.
+    """
+    path = _existing_file(path)
+    if _is_npz(path):
+        shape, dtype, label_shape = _npz_shapes(path)
+    else:
+        (shape, dtype), label_shape = _idx_shape(path), None
+    _check_images(path, shape, dtype)
+    source = path
+    if labels_path is not None:
+        source = _existing_file(labels_path)
+        label_shape, _ = _idx_shape(source)
+    if label_shape is not None:
+        _check_labels(source, label_shape, shape[0])
+    if n is not None and check_int(n, "n", minimum=1) > shape[0]:
+        raise ValueError(f"n = {n} exceeds the {shape[0]} images of MNIST file {path}")
 
 
 def load_mnist(path, n: int, *, seed, labels_path=None,
@@ -311,7 +424,8 @@ def load_mnist(path, n: int, *, seed, labels_path=None,
     ----------
     path : an IDX image file (e.g. ``train-images-idx3-ubyte``, optionally gzip-compressed)
         or an ``.npz`` holding an ``x`` or ``images`` array (N, 28, 28) or (N, 784), and
-        optionally ``y``/``labels``.
+        optionally ``y``/``labels``. A file named ``*.npz`` or holding a zip archive is read
+        as an ``.npz``, anything else as IDX.
     n : number of images to draw without replacement.
     seed : int or numpy Generator.
     labels_path : optional IDX label file (N,) matching an IDX image file.
@@ -325,13 +439,12 @@ def load_mnist(path, n: int, *, seed, labels_path=None,
     Raises
     ------
     ValueError
-        With a one-line message naming the file when it is missing or malformed.
+        With a one-line message naming the file when it is missing or malformed
+        (:func:`check_mnist_file` finds most of these without reading the pixels).
     """
-    n = _check_count(n, "n")
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"MNIST file {path} does not exist (or is not a file)")
-    if _read_head(path) == b"PK\x03\x04":  # a zip archive: .npz
+    n = check_int(n, "n", minimum=1)
+    path = _existing_file(path)
+    if _is_npz(path):
         images, labels = _read_npz(path)
     else:
         images, labels = read_idx(path), None
@@ -339,18 +452,14 @@ def load_mnist(path, n: int, *, seed, labels_path=None,
         labels = read_idx(labels_path)
         labels_path = os.fspath(labels_path)
     images = np.asarray(images)
-    if images.ndim < 2 or images.shape[0] == 0 or images.dtype.kind not in "biuf":
-        raise ValueError(f"MNIST file {path} holds a {images.dtype} array of shape "
-                         f"{images.shape}, expected numeric images (N, rows, cols) or (N, n0)")
+    _check_images(path, images.shape, images.dtype)
     images = images.reshape(images.shape[0], -1)
     if not np.isfinite(images).all():
         raise ValueError(f"MNIST file {path} contains NaN or inf pixels")
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.shape != (images.shape[0],):
-            source = labels_path if labels_path is not None else path
-            raise ValueError(f"MNIST file {source} has labels of shape {labels.shape}, "
-                             f"expected ({images.shape[0]},) to match the images")
+        _check_labels(labels_path if labels_path is not None else path, labels.shape,
+                      images.shape[0])
     x, index = _onto_sphere(images, n, as_generator(seed), standardize, f"MNIST file {path}")
     return x, (None if labels is None else labels[index].astype(np.int64))
 
@@ -359,6 +468,7 @@ __all__ = [
     "FIG2_ANGLES",
     "FIG2_TARGETS",
     "as_generator",
+    "check_mnist_file",
     "circle_points",
     "digits_inputs",
     "fig2_training_set",

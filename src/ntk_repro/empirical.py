@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-from ntk_repro.networks import MLP, as_real_tensor
+from ntk_repro.networks import MLP
+from ntk_repro.validation import as_real_tensor, check_choice, check_tensor
 
 Tensor = torch.Tensor
 
@@ -60,7 +60,11 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 def _as_input(x, name: str, dtype: torch.dtype, device: torch.device,
               n0: int | None, feature_shape: tuple[int, ...] | None) -> Tensor:
-    """``x`` as a tensor of the model's dtype/device, or raise ValueError naming ``name``."""
+    """``x`` as a finite tensor of the model's dtype/device, or raise ValueError naming ``name``.
+
+    The shape is checked here, where the model is known: (N, n0) for an MLP, (N, ...) with
+    the per-sample shape of x1 otherwise.
+    """
     t = as_real_tensor(x, name)
     if n0 is not None:
         if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != n0:
@@ -73,11 +77,7 @@ def _as_input(x, name: str, dtype: torch.dtype, device: torch.device,
         raise ValueError(
             f"{name} has per-sample shape {tuple(t.shape[1:])}, expected {feature_shape} as x1"
         )
-    t = t.to(device=device, dtype=dtype)
-    # Checked after the cast: a float64 input can overflow to inf in float32.
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or inf (in the model dtype {dtype})")
-    return t
+    return check_tensor(t, name, dtype=dtype, device=device, ndims=(t.ndim,))
 
 
 def _is_batch_coupled(model: nn.Module) -> bool:
@@ -130,8 +130,7 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method {method!r} is unknown; choose one of {list(METHODS)}")
+    check_choice(method, "method", METHODS)
     is_mlp = isinstance(model, MLP)
     if method == "structured" and not is_mlp:
         raise ValueError(f"method='structured' needs an ntk_repro MLP, got {type(model).__name__}")

@@ -10,34 +10,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-from ntk_repro.kernels import check_hyperparameters, resolve_device, weight_gain
+from ntk_repro.device import resolve_device
+from ntk_repro.kernels import check_hyperparameters, weight_gain
+from ntk_repro.validation import check_choice, check_int
 
 NORMS = (None, "layer", "batch_last")
 NORM_EPS = 1e-12
-
-
-def as_real_tensor(x, name: str) -> torch.Tensor:
-    """``x`` (array or tensor) as a detached real tensor, or raise ValueError naming ``name``.
-
-    Shape, dtype and finiteness are checked by the callers, which know what they need.
-    """
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        try:
-            arr = np.asarray(x)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{name} must be a numeric array or tensor: {err}") from None
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must be real numbers, got dtype {t.dtype}")
-    return t
 
 
 def _normalize(h: torch.Tensor, dim: int) -> torch.Tensor:
@@ -71,11 +52,10 @@ class MLP(nn.Module):
                  dtype: torch.dtype = torch.float32):
         super().__init__()
         self.activation = check_hyperparameters(depth, beta, activation, parametrization)
-        for name, value in (("in_dim", in_dim), ("width", width), ("out_dim", out_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if norm not in NORMS:
-            raise ValueError(f"norm {norm!r} is unknown; choose one of {list(NORMS)}")
+        in_dim = check_int(in_dim, "in_dim", minimum=1)
+        width = check_int(width, "width", minimum=1)
+        out_dim = check_int(out_dim, "out_dim", minimum=1)
+        check_choice(norm, "norm", NORMS)
         dev = resolve_device(device)
         self.in_dim, self.width, self.depth, self.out_dim = in_dim, width, depth, out_dim
         self.beta = float(beta)

@@ -70,12 +70,19 @@ COMPARISONS = {
     "at_least": lambda m, p, t: m >= p - t,
 }
 CHECK_COLUMNS = ("experiment", "claim", "paper_value", "measured", "tolerance", "comparison",
-                 "passed", "note")
+                 "status", "passed", "note")
+STATUSES = ("pass", "fail", "not_evaluated")
 
 
 @dataclass
 class Check:
-    """One machine-checked claim of a figure."""
+    """One machine-checked claim of a figure.
+
+    ``not_evaluated`` holds the reason why the run's sizes cannot test the claim (e.g. too few
+    layers to extrapolate); such a row is written with status ``not_evaluated`` and never
+    counts as passing or failing. Otherwise the status is ``pass`` or ``fail``; a non-finite
+    measurement always fails.
+    """
 
     experiment: str
     claim: str
@@ -84,13 +91,20 @@ class Check:
     tolerance: float
     comparison: str = "abs"
     note: str = ""
+    not_evaluated: str = ""
     passed: bool = field(init=False)
+    status: str = field(init=False)
 
     def __post_init__(self):
         if self.comparison not in COMPARISONS:
             raise ValueError(f"comparison {self.comparison!r} is unknown")
         m, p, t = float(self.measured), float(self.paper_value), float(self.tolerance)
         self.passed = bool(math.isfinite(m) and COMPARISONS[self.comparison](m, p, t))
+        if self.not_evaluated:
+            self.status = "not_evaluated"
+            self.note = f"not evaluated at this size: {self.not_evaluated}. {self.note}".strip()
+        else:
+            self.status = "pass" if self.passed else "fail"
 
 
 def write_checks(path, checks: list[Check]) -> None:
@@ -103,6 +117,8 @@ def write_checks(path, checks: list[Check]) -> None:
             row = asdict(check)
             for key in ("paper_value", "measured", "tolerance"):
                 row[key] = f"{float(row[key]):.6g}"
+            if check.status == "not_evaluated":
+                row["passed"] = ""
             writer.writerow({k: row[k] for k in CHECK_COLUMNS})
 
 

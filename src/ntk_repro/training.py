@@ -36,8 +36,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ntk_repro.kernels import check_hyperparameters, loss_rate, resolve_device
-from ntk_repro.networks import MLP, NORM_EPS, NORMS, as_real_tensor
+from ntk_repro.device import resolve_device
+from ntk_repro.empirical import empirical_ntk
+from ntk_repro.kernels import check_hyperparameters, loss_rate
+from ntk_repro.networks import MLP, NORM_EPS, NORMS
+from ntk_repro.validation import check_choice, check_int, check_real, check_tensor
 
 Tensor = torch.Tensor
 
@@ -99,9 +102,8 @@ class EnsembleResult:
 
     def member(self, k: int) -> MLP:
         """Member k after training as an independent ``networks.MLP`` (parameters copied)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < self.n_members:
-            raise ValueError(f"k must be an integer in [0, {self.n_members}), got {k!r}")
-        return _member_model(self._shell, self.weights, self.biases, int(k), copy_params=True)
+        k = check_int(k, "k", minimum=0, maximum=self.n_members - 1)
+        return _member_model(self._shell, self.weights, self.biases, k, copy_params=True)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The numeric results as a dict for ``numpy.savez`` (no pickled objects)."""
@@ -213,68 +215,6 @@ class _StackedMLP:
             delta = grad_h.mul_(self.activation.derivative(pre))
 
 
-# --- validation (at the edge) ------------------------------------------------------------------
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _as_tensor(x, name: str, dtype, device, ndims: tuple[int, ...]) -> Tensor:
-    """``x`` as a finite tensor of dtype/device with ndim in ``ndims`` and no empty axis."""
-    t = as_real_tensor(x, name)
-    if t.ndim not in ndims or 0 in t.shape:
-        raise ValueError(f"{name} must be a non-empty array with ndim in {ndims}, got shape "
-                         f"{tuple(t.shape)}")
-    # Cast first (a float64 value can overflow in float32), and check where the data already
-    # is, so host data costs no device synchronisation.
-    t = t.to(dtype=dtype)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or inf (in {dtype})")
-    return t.to(device=device)
-
-
-def _check_steps_list(values, name: str, steps: int) -> list[int]:
-    try:
-        items = list(values)
-    except TypeError:
-        raise ValueError(f"{name} must be a sequence of step numbers, got {values!r}") from None
-    out = []
-    for s in items:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= steps:
-            raise ValueError(f"{name} must hold integers in [0, steps={steps}], got {s!r}")
-        out.append(int(s))
-    if len(set(out)) != len(out):
-        raise ValueError(f"{name} must not repeat a step, got {out}")
-    return out
-
-
-def _check_seeds(seeds) -> list[int]:
-    try:
-        items = list(np.asarray(seeds).reshape(-1)) if isinstance(seeds, np.ndarray) else list(seeds)
-    except TypeError:
-        raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}") from None
-    if not items:
-        raise ValueError("seeds must be a non-empty sequence of ints, got an empty one")
-    for s in items:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) \
-                or not 0 <= s < _MAX_SEED:
-            raise ValueError(f"seeds must be ints in [0, 2**63), got {s!r}")
-    items = [int(s) for s in items]
-    if len(set(items)) != len(items):
-        raise ValueError(f"seeds must be unique (the members would be identical), got {items}")
-    return items
-
-
-def _target_matrix(y: Tensor, n: int, name: str) -> Tensor:
-    """Targets as (N, k); ``y`` of shape (N,) or (N, k)."""
-    if y.shape[0] != n:
-        raise ValueError(f"{name} has {y.shape[0]} rows but the inputs have {n}")
-    return y.unsqueeze(1) if y.ndim == 1 else y
-
-
 # --- batches -----------------------------------------------------------------------------------
 
 
@@ -283,13 +223,19 @@ def epoch_permutation(n: int, batch_seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([int(batch_seed), int(epoch)]).permutation(int(n))
 
 
+def _minibatch_position(n: int, batch_size: int, step: int) -> tuple[int, slice]:
+    """The epoch of ``step`` and the chunk of that epoch's permutation it uses."""
+    per_epoch = -(-int(n) // int(batch_size))
+    epoch, j = divmod(int(step), per_epoch)
+    return epoch, slice(j * batch_size, (j + 1) * batch_size)
+
+
 def minibatch_indices(n: int, batch_size: int, batch_seed: int, step: int) -> np.ndarray:
     """Indices of the mini-batch used at ``step``: the epochs walk through
     :func:`epoch_permutation` in chunks of ``batch_size`` (the last chunk of an epoch is
     smaller when batch_size does not divide N)."""
-    per_epoch = -(-int(n) // int(batch_size))
-    epoch, j = divmod(int(step), per_epoch)
-    return epoch_permutation(n, batch_seed, epoch)[j * batch_size:(j + 1) * batch_size]
+    epoch, chunk = _minibatch_position(n, batch_size, step)
+    return epoch_permutation(n, batch_seed, epoch)[chunk]
 
 
 def flops_per_step(dims: Sequence[int], n_batch: int, n_members: int = 1) -> int:
@@ -302,6 +248,233 @@ def flops_per_step(dims: Sequence[int], n_batch: int, n_members: int = 1) -> int
     for layer, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):
         total += (3 if layer > 0 else 2) * 2 * n_batch * n_in * n_out
     return total * n_members
+
+
+# --- the checked arguments, grouped -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One member's architecture as in :class:`ntk_repro.networks.MLP`, without the input and
+    output dimensions (those come from the data)."""
+
+    width: int
+    depth: int
+    beta: float
+    activation: str = "relu"
+    parametrization: str = "ntk2018"
+    norm: str | None = None
+
+    def mlp_kwargs(self, in_dim: int, out_dim: int) -> dict:
+        """Keyword arguments that build one member as ``networks.MLP(**kwargs)``."""
+        return dict(in_dim=in_dim, width=self.width, depth=self.depth, beta=self.beta,
+                    activation=self.activation, parametrization=self.parametrization,
+                    out_dim=out_dim, norm=self.norm)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``steps`` updates θ ← θ − lr ∂C/∂θ of the loss convention ``loss``; with ``batch_size``
+    on the mini-batches of :func:`minibatch_indices` drawn from ``batch_seed``."""
+
+    steps: int
+    lr: float
+    loss: str = "mse"
+    batch_size: int | None = None
+    batch_seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Outputs on ``x_eval`` (M, n0) at ``eval_steps`` and empirical NTKs on ``ntk_points``
+    (P, n0) at ``ntk_steps``; points are checked tensors on the training device."""
+
+    x_eval: Tensor | None = None
+    eval_steps: tuple[int, ...] = ()
+    ntk_points: Tensor | None = None
+    ntk_steps: tuple[int, ...] = ()
+
+
+@dataclass
+class BatchSource:
+    """The batch (x (B, n0), y (B, k)) of every step, on the training device.
+
+    Full batch: ``x``, ``y`` themselves. With ``batch_size``: the rows
+    :func:`minibatch_indices` gives. With ``sample_batch``: its batch of the step (``x``, ``y``
+    are its batch of step 0, drawn while checking the arguments).
+    """
+
+    x: Tensor
+    y: Tensor
+    scalar_targets: bool  # the targets were given as (N,): outputs drop the k axis
+    batch_size: int | None = None
+    batch_seed: int = 0
+    sample_batch: Callable[[int], tuple] | None = None
+    # The permutation of the current epoch on the device: one host→device copy (and one
+    # shuffle) per epoch, not per step.
+    _epoch: int = field(default=-1, init=False, repr=False)
+    _permutation: Tensor | None = field(default=None, init=False, repr=False)
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.y.shape[1])
+
+    def at(self, step: int) -> tuple[Tensor, Tensor]:
+        if self.sample_batch is not None and step > 0:
+            x, y, _ = _sampled(self.sample_batch, step, self.x.dtype, self.x.device,
+                               self.in_dim, self.out_dim)
+            return x, y
+        if self.batch_size is None:
+            return self.x, self.y
+        # As minibatch_indices, with the epoch's permutation kept.
+        n = self.x.shape[0]
+        epoch, chunk = _minibatch_position(n, self.batch_size, step)
+        if epoch != self._epoch:
+            self._permutation = torch.as_tensor(epoch_permutation(n, self.batch_seed, epoch),
+                                                device=self.x.device)
+            self._epoch = epoch
+        index = self._permutation[chunk]
+        return self.x.index_select(0, index), self.y.index_select(0, index)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Everything :func:`train_ensemble` was asked to do, checked."""
+
+    name: str
+    architecture: Architecture
+    seeds: list[int]
+    schedule: Schedule
+    batches: BatchSource
+    recording: Recording
+    dtype: torch.dtype
+    device: torch.device
+
+
+# --- argument checks (all before any work) ------------------------------------------------------
+
+
+def _check_arguments(*, x_train, y_train, width, depth, beta, activation, parametrization,
+                     norm, seeds, steps, lr, loss, batch_size, batch_seed, sample_batch,
+                     x_eval, eval_steps, ntk_points, ntk_steps, dtype, device, name) -> _Run:
+    """The arguments of :func:`train_ensemble`, checked and grouped; ValueError names a bad one."""
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string, got {name!r}")
+    check_hyperparameters(depth, beta, activation, parametrization)
+    architecture = Architecture(
+        width=check_int(width, "width", minimum=1), depth=int(depth), beta=float(beta),
+        activation=activation, parametrization=parametrization,
+        norm=check_choice(norm, "norm", NORMS))
+    seeds = _check_seeds(seeds)
+    schedule = Schedule(
+        steps=check_int(steps, "steps", minimum=0),
+        lr=check_real(lr, "lr", minimum=0.0, exclusive_minimum=True),
+        loss=check_choice(loss, "loss", LOSSES),
+        batch_size=None if batch_size is None else check_int(batch_size, "batch_size", minimum=1),
+        batch_seed=check_int(batch_seed, "batch_seed", minimum=0))
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a torch floating dtype, got {dtype!r}")
+    dev = resolve_device(device)
+    eval_steps = _check_steps_list(eval_steps, "eval_steps", schedule.steps)
+    ntk_steps = _check_steps_list(ntk_steps, "ntk_steps", schedule.steps)
+    batches = _batch_source(x_train, y_train, sample_batch, schedule, dtype, dev)
+    n0 = batches.in_dim
+    recording = Recording(
+        x_eval=_recorded_points(x_eval, "x_eval", eval_steps, "eval_steps", n0, dtype, dev),
+        eval_steps=eval_steps,
+        ntk_points=_recorded_points(ntk_points, "ntk_points", ntk_steps, "ntk_steps", n0, dtype,
+                                    dev),
+        ntk_steps=ntk_steps)
+    return _Run(name, architecture, seeds, schedule, batches, recording, dtype, dev)
+
+
+def _check_seeds(seeds) -> list[int]:
+    try:
+        items = list(np.asarray(seeds).reshape(-1)) if isinstance(seeds, np.ndarray) else list(seeds)
+    except TypeError:
+        raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}") from None
+    if not items:
+        raise ValueError("seeds must be a non-empty sequence of ints, got an empty one")
+    items = [check_int(s, f"seeds[{i}]", minimum=0, maximum=_MAX_SEED - 1)
+             for i, s in enumerate(items)]
+    if len(set(items)) != len(items):
+        raise ValueError(f"seeds must be unique (the members would be identical), got {items}")
+    return items
+
+
+def _check_steps_list(values, name: str, steps: int) -> tuple[int, ...]:
+    """Distinct step numbers in [0, steps]."""
+    try:
+        items = list(values)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of step numbers, got {values!r}") from None
+    out = tuple(check_int(s, f"{name}[{i}]", minimum=0, maximum=steps)
+                for i, s in enumerate(items))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} must not repeat a step, got {list(out)}")
+    return out
+
+
+def _targets(y, name: str, n: int, dtype, device) -> tuple[Tensor, bool]:
+    """Targets (N,) or (N, k) as (N, k), and whether they were (N,)."""
+    t = check_tensor(y, name, dtype=dtype, device=device, ndims=(1, 2))
+    if t.shape[0] != n:
+        raise ValueError(f"{name} has {t.shape[0]} rows but the inputs have {n}")
+    return (t.unsqueeze(1), True) if t.ndim == 1 else (t, False)
+
+
+def _sampled(sample_batch, step: int, dtype, device, in_dim, out_dim):
+    """Call ``sample_batch(step)`` and check its (x, y); returns (x (B, n0), y (B, k), was_1d)."""
+    try:
+        x, y = sample_batch(step)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"sample_batch({step}) must return a pair (x, y): {err}") from None
+    x = check_tensor(x, f"sample_batch({step}) x", dtype=dtype, device=device)
+    y, was_1d = _targets(y, f"sample_batch({step}) y", x.shape[0], dtype, device)
+    if in_dim is not None and (x.shape[1] != in_dim or y.shape[1] != out_dim):
+        raise ValueError(f"sample_batch({step}) returned x {tuple(x.shape)}, y {tuple(y.shape)}; "
+                         f"expected input dimension {in_dim} and {out_dim} target(s) as at step 0")
+    return x, y, was_1d
+
+
+def _batch_source(x_train, y_train, sample_batch, schedule: Schedule, dtype,
+                  device) -> BatchSource:
+    """The batches of the run: from ``sample_batch`` (its step 0 is drawn and checked here) or
+    from the training set (all of it, or mini-batches of ``schedule.batch_size``)."""
+    if sample_batch is not None:
+        if not callable(sample_batch):
+            raise ValueError(f"sample_batch must be callable step -> (x, y), got {sample_batch!r}")
+        if x_train is not None or y_train is not None:
+            raise ValueError("x_train and y_train must be None when sample_batch gives the data")
+        if schedule.batch_size is not None:
+            raise ValueError("batch_size must be None when sample_batch gives the batches")
+        x, y, was_1d = _sampled(sample_batch, 0, dtype, device, None, None)
+        return BatchSource(x, y, was_1d, sample_batch=sample_batch)
+    if x_train is None or y_train is None:
+        raise ValueError("x_train and y_train are required unless sample_batch is given")
+    x = check_tensor(x_train, "x_train", dtype=dtype, device=device)
+    y, was_1d = _targets(y_train, "y_train", x.shape[0], dtype, device)
+    if schedule.batch_size is not None and schedule.batch_size > x.shape[0]:
+        raise ValueError(
+            f"batch_size = {schedule.batch_size} exceeds the {x.shape[0]} training points")
+    return BatchSource(x, y, was_1d, schedule.batch_size, schedule.batch_seed)
+
+
+def _recorded_points(points, name: str, at_steps: tuple[int, ...], steps_name: str,
+                     in_dim: int, dtype, device) -> Tensor | None:
+    """``x_eval`` or ``ntk_points`` as a checked (M, n0) tensor; required if ``at_steps``."""
+    if points is None:
+        if at_steps:
+            raise ValueError(f"{name} is required when {steps_name} is not empty")
+        return None
+    t = check_tensor(points, name, dtype=dtype, device=device)
+    if t.shape[1] != in_dim:
+        raise ValueError(f"{name} has input dimension {t.shape[1]}, expected {in_dim}")
+    return t
 
 
 # --- the trainer -------------------------------------------------------------------------------
@@ -367,173 +540,88 @@ def train_ensemble(
     ValueError : a bad argument; the message names it.
     TrainingDiverged : a member's loss became NaN or inf; names the run, seed and step.
     """
-    # --- validate everything before any work ---
-    if not isinstance(name, str):
-        raise ValueError(f"name must be a string, got {name!r}")
-    check_hyperparameters(depth, beta, activation, parametrization)
-    width = _check_int(width, "width", 1)
-    if norm not in NORMS:
-        raise ValueError(f"norm {norm!r} is unknown; choose one of {list(NORMS)}")
-    seeds = _check_seeds(seeds)
-    steps = _check_int(steps, "steps", 0)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(float(lr)) and float(lr) > 0.0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    lr = float(lr)
-    if loss not in LOSSES:
-        raise ValueError(f"loss {loss!r} is unknown; choose one of {list(LOSSES)}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a torch floating dtype, got {dtype!r}")
-    dev = resolve_device(device)
-    eval_steps = _check_steps_list(eval_steps, "eval_steps", steps)
-    ntk_steps = _check_steps_list(ntk_steps, "ntk_steps", steps)
-    batch_seed = _check_int(batch_seed, "batch_seed", 0)
+    return _train(_check_arguments(
+        x_train=x_train, y_train=y_train, width=width, depth=depth, beta=beta,
+        activation=activation, parametrization=parametrization, norm=norm, seeds=seeds,
+        steps=steps, lr=lr, loss=loss, batch_size=batch_size, batch_seed=batch_seed,
+        sample_batch=sample_batch, x_eval=x_eval, eval_steps=eval_steps, ntk_points=ntk_points,
+        ntk_steps=ntk_steps, dtype=dtype, device=device, name=name))
 
-    first_batch = None
-    if sample_batch is not None:
-        if not callable(sample_batch):
-            raise ValueError(f"sample_batch must be callable step -> (x, y), got {sample_batch!r}")
-        if x_train is not None or y_train is not None:
-            raise ValueError("x_train and y_train must be None when sample_batch gives the data")
-        if batch_size is not None:
-            raise ValueError("batch_size must be None when sample_batch gives the batches")
-        first_batch = _sampled(sample_batch, 0, dtype, dev, None, None)
-        x_train_t, y_train_t = first_batch[:2]
-    else:
-        if x_train is None or y_train is None:
-            raise ValueError("x_train and y_train are required unless sample_batch is given")
-        x_train_t = _as_tensor(x_train, "x_train", dtype, dev, (2,))
-        y_given = _as_tensor(y_train, "y_train", dtype, dev, (1, 2))
-        y_train_t = _target_matrix(y_given, x_train_t.shape[0], "y_train")
-    n_train, in_dim = x_train_t.shape
-    out_dim = y_train_t.shape[1]
-    # Scalar targets give outputs (…, M), vector targets (…, M, k).
-    squeeze_output = first_batch[2] if sample_batch is not None else y_given.ndim == 1
-    if batch_size is not None:
-        batch_size = _check_int(batch_size, "batch_size", 1)
-        if batch_size > n_train:
-            raise ValueError(f"batch_size = {batch_size} exceeds the {n_train} training points")
 
-    x_eval_t = None
-    if x_eval is not None:
-        x_eval_t = _as_tensor(x_eval, "x_eval", dtype, dev, (2,))
-        if x_eval_t.shape[1] != in_dim:
-            raise ValueError(f"x_eval has input dimension {x_eval_t.shape[1]}, expected {in_dim}")
-    elif eval_steps:
-        raise ValueError("x_eval is required when eval_steps is not empty")
-    ntk_points_t = None
-    if ntk_points is not None:
-        ntk_points_t = _as_tensor(ntk_points, "ntk_points", dtype, dev, (2,))
-        if ntk_points_t.shape[1] != in_dim:
-            raise ValueError(
-                f"ntk_points has input dimension {ntk_points_t.shape[1]}, expected {in_dim}")
-    elif ntk_steps:
-        raise ValueError("ntk_points is required when ntk_steps is not empty")
+class _Recorder:
+    """Outputs on ``x_eval`` and per-member empirical NTKs, kept on the device until the end."""
 
-    architecture = dict(in_dim=int(in_dim), width=width, depth=int(depth), beta=float(beta),
-                        activation=activation, parametrization=parametrization,
-                        out_dim=int(out_dim), norm=norm)
-    ensemble = _StackedMLP(architecture, seeds, dtype, dev)
-    k_members = len(seeds)
+    def __init__(self, recording: Recording, n_members: int, out_dim: int, dtype, device):
+        self.recording = recording
+        self.eval_slot = {s: i for i, s in enumerate(recording.eval_steps)}
+        self.ntk_slot = {s: i for i, s in enumerate(recording.ntk_steps)}
+        n_eval = 0 if recording.x_eval is None else recording.x_eval.shape[0]
+        self.f_eval = torch.empty((n_members, len(recording.eval_steps), n_eval, out_dim),
+                                  dtype=dtype, device=device)
+        self.ntk_blocks: list[list[Tensor]] = [[None] * len(recording.ntk_steps)
+                                               for _ in range(n_members)]
 
-    # --- batch schedule ---
-    def full_batch(step: int):
-        return x_train_t, y_train_t
+    def record(self, step: int, ensemble: _StackedMLP) -> None:
+        if step in self.eval_slot:
+            self.f_eval[:, self.eval_slot[step]] = ensemble.forward(self.recording.x_eval,
+                                                                    keep=False)[0]
+        if step in self.ntk_slot:
+            for k in range(ensemble.n_members):
+                member = _member_model(ensemble.shell, ensemble.weights, ensemble.biases, k,
+                                       copy_params=False)
+                with torch.enable_grad():
+                    self.ntk_blocks[k][self.ntk_slot[step]] = empirical_ntk(
+                        member, self.recording.ntk_points)
 
-    permutation: dict[int, Tensor] = {}
+    def f_eval_numpy(self, scalar_targets: bool) -> np.ndarray:
+        f_eval = self.f_eval.cpu().numpy()
+        return f_eval[..., 0] if scalar_targets else f_eval
 
-    def mini_batch(step: int):
-        per_epoch = -(-n_train // batch_size)
-        epoch, j = divmod(step, per_epoch)
-        if epoch not in permutation:
-            # One host→device copy per epoch, not per step.
-            permutation.clear()
-            permutation[epoch] = torch.as_tensor(
-                epoch_permutation(n_train, batch_seed, epoch), device=dev)
-        index = permutation[epoch][j * batch_size:(j + 1) * batch_size]
-        return x_train_t.index_select(0, index), y_train_t.index_select(0, index)
+    def ntk_numpy(self, dtype: np.dtype) -> np.ndarray:
+        if self.recording.ntk_steps:
+            return torch.stack([torch.stack(row) for row in self.ntk_blocks]).cpu().numpy()
+        points = self.recording.ntk_points
+        p = 0 if points is None else points.shape[0]
+        return np.empty((len(self.ntk_blocks), 0, p, p), dtype=dtype)
 
-    def sampled_batch(step: int):
-        if step == 0:
-            return first_batch[0], first_batch[1]
-        x, y, _ = _sampled(sample_batch, step, dtype, dev, in_dim, out_dim)
-        return x, y
 
-    if sample_batch is not None:
-        batch_at = sampled_batch
-    elif batch_size is not None:
-        batch_at = mini_batch
-    else:
-        batch_at = full_batch
-
-    # --- outputs, kept on the device until the end ---
-    losses = torch.empty((k_members, steps + 1), dtype=dtype, device=dev)
-    eval_slot = {s: i for i, s in enumerate(eval_steps)}
-    ntk_slot = {s: i for i, s in enumerate(ntk_steps)}
-    n_eval = 0 if x_eval_t is None else x_eval_t.shape[0]
-    f_eval = torch.empty((k_members, len(eval_steps), n_eval, out_dim), dtype=dtype, device=dev)
-    ntk_blocks: list[list[Tensor]] = [[None] * len(ntk_steps) for _ in range(k_members)]
-    empirical_ntk = None
-    if ntk_steps:
-        from ntk_repro.empirical import empirical_ntk  # lazily: only runs that record NTKs
-
+def _train(run: _Run) -> EnsembleResult:
+    """The training loop: one forward pass, loss, records and fused update per step."""
+    schedule, batches = run.schedule, run.batches
+    architecture = run.architecture.mlp_kwargs(batches.in_dim, batches.out_dim)
+    ensemble = _StackedMLP(architecture, run.seeds, run.dtype, run.device)
+    recorder = _Recorder(run.recording, ensemble.n_members, batches.out_dim, run.dtype,
+                         run.device)
+    losses = torch.empty((ensemble.n_members, schedule.steps + 1), dtype=run.dtype,
+                         device=run.device)
     start = time.perf_counter()
     with torch.no_grad():
-        for step in range(steps + 1):
-            x_batch, y_batch = batch_at(step)
-            update = step < steps
+        for step in range(schedule.steps + 1):
+            x_batch, y_batch = batches.at(step)
+            update = step < schedule.steps
             f, saved = ensemble.forward(x_batch, keep=update)
             resid = f - y_batch  # (K, B, k)
-            rate = loss_rate(loss, x_batch.shape[0])
+            rate = loss_rate(schedule.loss, x_batch.shape[0])
             member_loss = resid.square().sum(dim=(1, 2)).mul_(0.5 * rate)
             losses[:, step] = member_loss
             if not bool(torch.isfinite(member_loss).all()):  # the step's only host sync
-                _raise_diverged(name, seeds, step, member_loss, lr)
-            if step in eval_slot:
-                f_eval[:, eval_slot[step]] = ensemble.forward(x_eval_t, keep=False)[0]
-            if step in ntk_slot:
-                for k in range(k_members):
-                    member = _member_model(ensemble.shell, ensemble.weights, ensemble.biases, k,
-                                           copy_params=False)
-                    with torch.enable_grad():
-                        ntk_blocks[k][ntk_slot[step]] = empirical_ntk(member, ntk_points_t)
+                _raise_diverged(run.name, run.seeds, step, member_loss, schedule.lr)
+            recorder.record(step, ensemble)
             if update:
-                ensemble.sgd_step(saved, resid.mul_(rate), lr)
+                ensemble.sgd_step(saved, resid.mul_(rate), schedule.lr)
                 del saved, resid, f
-
     losses_np = losses.cpu().numpy()  # the copy synchronises the device: timing ends here
     train_seconds = time.perf_counter() - start
-    f_eval_np = f_eval.cpu().numpy()
-    if squeeze_output:
-        f_eval_np = f_eval_np[..., 0]
-    if ntk_steps:
-        ntk_np = torch.stack([torch.stack(row) for row in ntk_blocks]).cpu().numpy()
-    else:
-        p = 0 if ntk_points_t is None else ntk_points_t.shape[0]
-        ntk_np = np.empty((k_members, 0, p, p), dtype=losses_np.dtype)
     return EnsembleResult(
-        name=name, seeds=np.asarray(seeds, dtype=np.int64), steps=steps, lr=lr, loss=loss,
-        losses=losses_np, eval_steps=np.asarray(eval_steps, dtype=np.int64), f_eval=f_eval_np,
-        ntk_steps=np.asarray(ntk_steps, dtype=np.int64), ntk=ntk_np,
-        train_seconds=train_seconds, architecture=architecture,
-        weights=ensemble.weights, biases=ensemble.biases, _shell=ensemble.shell,
+        name=run.name, seeds=np.asarray(run.seeds, dtype=np.int64), steps=schedule.steps,
+        lr=schedule.lr, loss=schedule.loss, losses=losses_np,
+        eval_steps=np.asarray(run.recording.eval_steps, dtype=np.int64),
+        f_eval=recorder.f_eval_numpy(batches.scalar_targets),
+        ntk_steps=np.asarray(run.recording.ntk_steps, dtype=np.int64),
+        ntk=recorder.ntk_numpy(losses_np.dtype), train_seconds=train_seconds,
+        architecture=architecture, weights=ensemble.weights, biases=ensemble.biases,
+        _shell=ensemble.shell,
     )
-
-
-def _sampled(sample_batch, step: int, dtype, device, in_dim, out_dim):
-    """Call ``sample_batch(step)`` and check its (x, y); returns (x (B, n0), y (B, k), was_1d)."""
-    try:
-        x, y = sample_batch(step)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"sample_batch({step}) must return a pair (x, y): {err}") from None
-    x = _as_tensor(x, f"sample_batch({step}) x", dtype, device, (2,))
-    y = _as_tensor(y, f"sample_batch({step}) y", dtype, device, (1, 2))
-    was_1d = y.ndim == 1
-    y = _target_matrix(y, x.shape[0], f"sample_batch({step}) y")
-    if in_dim is not None and (x.shape[1] != in_dim or y.shape[1] != out_dim):
-        raise ValueError(f"sample_batch({step}) returned x {tuple(x.shape)}, y {tuple(y.shape)}; "
-                         f"expected input dimension {in_dim} and {out_dim} target(s) as at step 0")
-    return x, y, was_1d
 
 
 def _raise_diverged(name: str, seeds: list[int], step: int, member_loss: Tensor, lr: float):

@@ -1,66 +1,74 @@
-# Helpers shared by the rules (no rules here): config sections as job parameters, the stage
-# command line, and the result files each figure is drawn from.
+# Helpers shared by the rules (no rules here): what a stage reads, which files a job writes,
+# the command line of a step. Everything comes from the experiments' EXPERIMENT declarations.
 import json
+import re
 import shlex
 
 RESULTS = "results"
-# Jobs import the library from this checkout, in a venv, a conda env or on a cluster node.
-SRC = shlex.quote(str(Path(workflow.basedir) / "src"))
 
 
-def params_for(section):
-    """The resolved settings one experiment sees, shell-quoted JSON. Only a change of these
-    values reruns that experiment's jobs (Snakemake's params rerun trigger)."""
-    merged = {**CFG["model"], **CFG["training"], **CFG[section],
-              "device": CFG["device"], "seed": CFG["seed"]}
-    return shlex.quote(json.dumps(merged, sort_keys=True))
+def stage_params(exp):
+    """What the experiment's stages read, as shell-quoted JSON: a change of any of these
+    values, and of nothing else, reruns its jobs (Snakemake's params trigger)."""
+    return shlex.quote(json.dumps(exp.params(CFG), sort_keys=True))
 
 
-def stage(name, experiment):
-    """Thin shell call of a stage entry point; torch uses exactly the job's threads."""
-    return (f"OMP_NUM_THREADS={{threads}} MKL_NUM_THREADS={{threads}} PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}} "
-            f"python -m ntk_repro.pipeline.{name} {experiment} --params {{params.cfg}} ")
+def job_files(exp, job_name):
+    """Every file one job of an experiment writes, for the configured wildcard values."""
+    job = exp.job(job_name)
+    pattern = f"{RESULTS}/{exp.name}/{job.output}"
+    if job.each is None:
+        return [pattern]
+    return [pattern.format(**values) for values in job.each(exp.params(CFG))]
 
 
-# The one result file of each analytic Freeze & Chaos experiment (results/<figure>/<name>.npz).
-FREEZE_CHAOS_RESULT = {"regimes": "kernels", "phase": "depth", "spectrum": "eigen"}
+def named_inputs(exp, sources):
+    """Keyword -> file(s) of the jobs named in ``sources``, plus the experiment's module."""
+    inputs = {name: job_files(exp, job_name) for name, job_name in sources.items()}
+    inputs = {name: files if exp.job(sources[name]).each else files[0]
+              for name, files in inputs.items()}
+    return {**inputs, "code": str(exp.source)}
 
 
-def figure_inputs(figure):
-    """The result files one figure (and its checks) is drawn from."""
-    if figure == "fig1":
-        return [f"{RESULTS}/fig1/theta_inf.npz"] + expand(
-            f"{RESULTS}/fig1/train_w{{width}}.npz", width=CFG["fig1"]["widths"])
-    if figure == "fig2":
-        return [f"{RESULTS}/fig2/limit.npz"] + expand(
-            f"{RESULTS}/fig2/train_w{{width}}.npz", width=CFG["fig2"]["widths"])
-    if figure == "fig3":
-        return [f"{RESULTS}/fig3/spectrum.npz"] + expand(
-            f"{RESULTS}/fig3/train_w{{width}}_t{{trial}}.npz",
-            width=CFG["fig3"]["widths"], trial=range(CFG["fig3"]["trials"]))
-    if figure == "sweeps":
-        return [f"{RESULTS}/sweeps/summary.csv"]  # one row per net of every cell
-    if figure == "normalisation":
-        n = CFG["normalisation"]
-        return ([f"{RESULTS}/normalisation/limit.npz"]
-                + expand(f"{RESULTS}/normalisation/layer_w{{width}}.npz", width=n["widths"])
-                + expand(f"{RESULTS}/normalisation/batch_last_w{{width}}.npz",
-                         width=n["bn_widths"]))
-    if figure == "checkerboard":
-        return [f"{RESULTS}/checkerboard/limit.npz"] + expand(
-            f"{RESULTS}/checkerboard/{{net}}.npz", net=["freeze", "chaos", "bn"])
-    if figure == "gan":
-        return expand(f"{RESULTS}/gan/{{net}}.npz", net=["freeze", "chaos", "bn"])
-    if figure in ("regimes", "phase", "spectrum"):  # Freeze & Chaos, analytic
-        return [f"{RESULTS}/{figure}/{FREEZE_CHAOS_RESULT[figure]}.npz"]
-    if figure == "speed":
-        return [f"{RESULTS}/speed/limit.npz"] + expand(
-            f"{RESULTS}/speed/train_{{network}}.npz",
-            network=[n["name"] for n in CFG["speed"]["networks"]])
-    raise ValueError(f"unknown figure {figure!r}")
+def step_command(exp, step, sources, wildcards=()):
+    """The shell call of one step; torch and BLAS use exactly the job's threads."""
+    parts = [
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}",
+        f"python -m ntk_repro.run {exp.name} {step} --params {{params.cfg}}",
+    ]
+    for name, job_name in sources.items():
+        parts.append(f"--input {name} {{input.{name}:q}}")
+        if exp.job(job_name).each:
+            parts.append(f"--many {name}")
+    parts.append("--output {output:q}")
+    if wildcards:
+        parts.append("--wildcard " + " ".join(f"{w}={{wildcards.{w}}}" for w in wildcards))
+    return " ".join(parts) + " 2> {log:q}"
 
 
-def sweep_cells():
-    s = CFG["sweeps"]
-    return expand(f"{RESULTS}/sweeps/cells/w{{width}}_L{{depth}}_b{{beta}}_s{{seed}}.npz",
-                  width=s["widths"], depth=s["depths"], beta=s["betas"], seed=s["seeds"])
+def wildcard_values(exp, job):
+    """Each wildcard of a job restricted to its configured values (no ambiguous matches)."""
+    if job.each is None:
+        return {}
+    values = {}
+    for combo in job.each(exp.params(CFG)):
+        for key, value in combo.items():
+            values.setdefault(key, set()).add(str(value))
+    return {key: "|".join(re.escape(v) for v in sorted(vals)) for key, vals in values.items()}
+
+
+def job_resources(exp, job):
+    p = exp.params(CFG)
+    mem = job.mem_mb
+    resources = {
+        "mem_mb": (lambda wildcards: mem(p, wildcards)) if callable(mem) else mem,
+        "runtime": job.runtime,
+    }
+    if job.gpu:
+        resources["gpu"] = CFG["gpus_per_job"]
+    return resources
+
+
+def log_name(exp, output):
+    """logs/<experiment>/<output without its extension>: one log per job."""
+    return f"logs/{exp.name}/{output.rsplit('.', 1)[0]}"

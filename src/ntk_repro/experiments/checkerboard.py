@@ -19,9 +19,8 @@ far above rounding ((v+1) r^v ≥ 1e−7). This needs a smooth σ: for ReLU the 
 converges like √(1 − ρ), D(v) decays like r^{v/2} and C(v) grows without bound, so the preset
 uses σ̄ = normalised erf.
 
-Stages: ``kernels`` without wildcard (the analytic limit, bounds and C₁), ``kernels`` with
-``net`` in {freeze, chaos, bn} (empirical NTKs of ``inits`` random nets, 1-D and 2-D),
-``figures``, ``checks``.
+Jobs: ``limit`` (the analytic limit, bounds and C₁), ``nets`` with ``net`` in {freeze, chaos,
+bn} (empirical NTKs of ``inits`` random nets, 1-D and 2-D); then ``plot`` and ``check``.
 """
 
 from __future__ import annotations
@@ -35,7 +34,8 @@ from ntk_repro import data
 from ntk_repro.activations import standard_moments
 from ntk_repro.deconv import (DeconvNet, deconv_ntk, deconv_ntk_limit, ntk_rows,
                               offset_valuation, pixel_offsets, split_pair_ntk)
-from ntk_repro.kernels import resolve_device
+from ntk_repro.device import resolve_device
+from ntk_repro.experiments import Experiment, Job
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
 
@@ -93,15 +93,9 @@ def bounds(r: float, c1: float, depth: int) -> tuple[np.ndarray, np.ndarray]:
 # --- stages ------------------------------------------------------------------------------------
 
 
-def kernels(p: dict, inputs, outputs, net: str | None = None) -> None:
-    """Without ``net``: the analytic limit, r, C₁ and the bounds. With ``net``: finite nets."""
-    if net is None:
-        _limit(p, outputs[0])
-    else:
-        _nets(p, outputs[0], net)
-
-
-def _limit(p: dict, out: str) -> None:
+def limit(p: dict, outputs) -> None:
+    """The analytic limit, r, C₁ and the bounds."""
+    out = outputs[0]
     depth, s = p["depth"], p["stride"]
     x = _latents(p, 1, derive_seed(p["seed"], "checkerboard", "limit"), 1)[0]
     offsets = pixel_offsets((1,), s, depth)
@@ -126,7 +120,9 @@ def _limit(p: dict, out: str) -> None:
                 **arrays)
 
 
-def _nets(p: dict, out: str, net: str) -> None:
+def nets(p: dict, outputs, *, net: str) -> None:
+    """Empirical pixel NTKs of ``inits`` deconvolution nets in the freeze, the chaos or with BN."""
+    out = outputs[0]
     arch = _net(p, net)
     dev = resolve_device(p["device"])
     dtype = getattr(torch, p["dtype"])  # the finite nets' dtype (training.dtype)
@@ -180,17 +176,16 @@ def _nets(p: dict, out: str, net: str) -> None:
 # --- statistics --------------------------------------------------------------------------------
 
 
-def _load(inputs):
-    limit = load_arrays(inputs[0])
+def _load(limit_path: str, net_paths: list[str]):
+    """The limit and the nets' results, by name: ``net_paths`` in the order of NETS."""
+    if len(net_paths) != len(NETS):
+        raise ValueError(f"checkerboard needs one file per net {list(NETS)}, got {net_paths}")
+    limit = load_arrays(limit_path)
     nets = {}
-    for path in inputs[1:]:
+    for name, path in zip(NETS, net_paths):
         run = load_arrays(path)
-        name = next(n for n in NETS if path.endswith(f"/{n}.npz") or path == f"{n}.npz")
         require_finite(f"checkerboard {name}", ratios=run["ratios"], maps_2d=run["maps_2d"])
         nets[name] = run
-    missing = set(NETS) - set(nets)
-    if missing:
-        raise ValueError(f"checkerboard inputs lack the nets {sorted(missing)}")
     return limit, nets
 
 
@@ -239,8 +234,8 @@ def _label(name, run, limit=None):
     return f"{name} (β = {beta:g}, r = {float(limit[f'r_{name}']):.2f})"
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    limit, nets = _load(inputs)
+def plot(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
+    limit, nets = _load(limit, nets)
     depth, s = p["depth"], p["stride"]
     n_pix = s ** depth
     fig = new_figure(width=10.0, height=7.2)[0]
@@ -302,8 +297,8 @@ def figures(p: dict, inputs, outputs) -> None:
     save_figure(fig, outputs)
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    limit, nets = _load(inputs)
+def check(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
+    limit, nets = _load(limit, nets)
     depth, s = p["depth"], p["stride"]
     lower, upper = limit["lower"], limit["upper"]
     c1, r = float(limit["c1"]), float(limit["r_freeze"])
@@ -359,3 +354,24 @@ def checks(p: dict, inputs, outputs) -> None:
                    f"reference rows per init; tolerance 3 SE over inits (delta method)"),
     ]
     write_checks(outputs[0], rows)
+
+
+def _nets_mem_mb(p: dict, wildcards) -> int:
+    # The BN rows hold one gradient per row: rows x parameters in float64.
+    rows = 4 * p["bn_batch"] * p["bn_reference_pixels"] if wildcards["net"] == "bn" else 4
+    return 1500 + p["depth"] * p["width"] ** 2 * p["stride"] * 8 * rows // 2**20
+
+
+EXPERIMENT = Experiment(
+    name="checkerboard",
+    order=60,
+    uses=("seed", "device", "training.dtype"),
+    jobs=(
+        Job("limit", limit, "limit.npz"),
+        Job("nets", nets, "{net}.npz", each=lambda p: [{"net": n} for n in NETS],
+            mem_mb=_nets_mem_mb, runtime=60),
+    ),
+    plot=plot,
+    check=check,
+    figure_inputs={"limit": "limit", "nets": "nets"},
+)

@@ -14,7 +14,7 @@ off: with the 10 trained inits the RMS ratio of n = 500 over 2000 came out 1.07 
 3.10 ± 0.08 (n = 2000), i.e. no finite-width departure. The checks compare geometric means
 (means of log D, light-tailed), with standard errors from the spread of log D.
 
-Stages: ``kernels`` (Θ∞ on the circle), ``training`` (one width), ``figures``, ``checks``.
+Jobs: ``limit`` (Θ∞ on the circle), ``train`` (one width); then ``plot`` and ``check``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import math
 import numpy as np
 import torch
 
-from ntk_repro import data
+from ntk_repro import data, kernels
+from ntk_repro.device import resolve_device
 from ntk_repro.empirical import empirical_ntk
-from ntk_repro.kernels import resolve_device
+from ntk_repro.experiments import Experiment, Job
 from ntk_repro.networks import MLP
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
@@ -45,12 +46,10 @@ def _circle(p: dict):
     return data.circle_points(p["circle_points"], radius=1.0)
 
 
-def kernels(p: dict, inputs, outputs) -> None:
+def limit(p: dict, outputs) -> None:
     """Θ∞(x0, x) on the circle, float64."""
-    from ntk_repro import kernels as k
-
     circle, angles = _circle(p)
-    theta = k.theta_inf(X0, circle, **_architecture(p), device=p["device"])[0]
+    theta = kernels.theta_inf(X0, circle, **_architecture(p), device=p["device"])[0]
     save_arrays(outputs[0], angles=angles, x0=X0[0], theta_inf=theta)
 
 
@@ -65,7 +64,7 @@ def _init_samples(p: dict, width: int, circle: np.ndarray) -> np.ndarray:
     return np.stack(rows) if rows else np.empty((0, len(circle)), dtype=np.dtype(p["dtype"]))
 
 
-def training(p: dict, inputs, outputs, *, width: str) -> None:
+def train(p: dict, outputs, *, width: str) -> None:
     """Train ``inits`` nets of one width together; keep Θ(x0, circle) at t = 0 and the end.
 
     Saved ``theta``: (K, 2, M), the row x0 of the empirical NTK on [x0; circle] at the steps
@@ -90,9 +89,9 @@ def training(p: dict, inputs, outputs, *, width: str) -> None:
                 theta_init=_init_samples(p, width, circle))
 
 
-def _load(inputs):
-    limit = load_arrays(inputs[0])
-    runs = sorted((load_arrays(path) for path in inputs[1:]), key=lambda r: int(r["width"]))
+def _load(limit_path: str, run_paths: list[str]):
+    limit = load_arrays(limit_path)
+    runs = sorted((load_arrays(path) for path in run_paths), key=lambda r: int(r["width"]))
     for r in runs:
         require_finite(f"fig1 width={int(r['width'])}", theta=r["theta"], losses=r["losses"],
                        theta_init=r["theta_init"])
@@ -123,8 +122,8 @@ def log_mean_and_se(values: np.ndarray) -> tuple[float, float]:
     return float(logs.mean()), float(logs.std(ddof=1) / math.sqrt(len(logs)))
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    limit, runs = _load(inputs)
+def plot(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
+    limit, runs = _load(limit, runs)
     g = limit["angles"]
     fig, ax = new_figure(width=6.4, height=4.0)
     colors = ["tab:green", "tab:red", "tab:blue", "tab:purple"]
@@ -145,8 +144,8 @@ def figures(p: dict, inputs, outputs) -> None:
     save_figure(fig, outputs)
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    limit, runs = _load(inputs)
+def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
+    limit, runs = _load(limit, runs)
     theta_inf = limit["theta_inf"]
     narrow, wide = runs[0], runs[-1]
     n1, n2 = int(narrow["width"]), int(wide["width"])
@@ -198,3 +197,24 @@ def checks(p: dict, inputs, outputs) -> None:
                    f"O(n^-3/4) part; tolerance 3 standard errors"),
     ]
     write_checks(outputs[0], rows)
+
+
+def _train_mem_mb(p: dict, wildcards) -> int:
+    # Stacked float32 weights, gradients and optimiser copies of `inits` members.
+    return 2000 + int(wildcards["width"]) ** 2 * 12 * p["inits"] // 2**20 * 4
+
+
+EXPERIMENT = Experiment(
+    name="fig1",
+    order=10,
+    uses=("seed", "device", "model", "training"),
+    jobs=(
+        Job("limit", limit, "theta_inf.npz"),
+        Job("train", train, "train_w{width}.npz",
+            each=lambda p: [{"width": w} for w in p["widths"]],
+            threads=2, gpu=True, mem_mb=_train_mem_mb, runtime=120),
+    ),
+    plot=plot,
+    check=check,
+    figure_inputs={"limit": "limit", "runs": "train"},
+)

@@ -5,7 +5,7 @@ points of the unit circle. In the infinite-width limit the trained function f_t 
 (:func:`ntk_repro.kernels.kernel_ode_gaussian`); the figure draws its 10/50/90 percentiles at
 the same t = steps · lr over the circle, with the trained nets on top.
 
-Stages: ``kernels`` (the limiting Gaussian), ``training`` (one width), ``figures``, ``checks``.
+Jobs: ``limit`` (the limiting Gaussian), ``train`` (one width); then ``plot`` and ``check``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import math
 import numpy as np
 import torch
 
-from ntk_repro import data
-from ntk_repro.kernels import resolve_device
+from ntk_repro import data, kernels
+from ntk_repro.device import resolve_device
+from ntk_repro.experiments import Experiment, Job
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
 from ntk_repro.training import train_ensemble
@@ -34,19 +35,17 @@ def _eval_points(p: dict):
     return data.circle_points(p["circle_points"], radius=1.0)
 
 
-def kernels(p: dict, inputs, outputs) -> None:
+def limit(p: dict, outputs) -> None:
     """The limiting Gaussian of f_t on the circle: mean and 10/50/90 percentiles."""
-    from ntk_repro import kernels as k
-
     x_train, y_train = data.fig2_training_set()
     x_eval, angles = _eval_points(p)
     arch = _architecture(p)
-    train = k.kernel_matrices(x_train, **arch)
-    cross = k.kernel_matrices(x_eval, x_train, **arch)
-    diag = np.diag(k.nngp(x_eval, **arch)).copy()
+    at_train = kernels.kernel_matrices(x_train, **arch)
+    cross = kernels.kernel_matrices(x_eval, x_train, **arch)
+    diag = np.diag(kernels.nngp(x_eval, **arch)).copy()
     t = p["steps"] * p["lr"]
-    mean, var = k.kernel_ode_gaussian(cross["ntk"], train["ntk"], diag, cross["nngp"],
-                                      train["nngp"], y_train, t, loss=p["loss"])
+    mean, var = kernels.kernel_ode_gaussian(cross["ntk"], at_train["ntk"], diag, cross["nngp"],
+                                            at_train["nngp"], y_train, t, loss=p["loss"])
     sd = np.sqrt(var)
     save_arrays(outputs[0], angles=angles, x_eval=x_eval, x_train=x_train, y_train=y_train,
                 angles_train=np.array(data.FIG2_ANGLES), mean=mean, sd=sd,
@@ -54,7 +53,7 @@ def kernels(p: dict, inputs, outputs) -> None:
                 prior_sd=np.sqrt(diag))
 
 
-def training(p: dict, inputs, outputs, *, width: str) -> None:
+def train(p: dict, outputs, *, width: str) -> None:
     """Train ``inits`` nets of one width together; record f on the circle at 0 and the end."""
     width = int(width)
     x_train, y_train = data.fig2_training_set()
@@ -69,16 +68,16 @@ def training(p: dict, inputs, outputs, *, width: str) -> None:
     save_arrays(outputs[0], width=np.int64(width), **result.arrays())
 
 
-def _load(inputs):
-    limit = load_arrays(inputs[0])
-    runs = sorted((load_arrays(path) for path in inputs[1:]), key=lambda r: int(r["width"]))
+def _load(limit_path: str, run_paths: list[str]):
+    limit = load_arrays(limit_path)
+    runs = sorted((load_arrays(path) for path in run_paths), key=lambda r: int(r["width"]))
     for r in runs:
         require_finite(f"fig2 width={int(r['width'])}", f_eval=r["f_eval"], losses=r["losses"])
     return limit, runs
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    limit, runs = _load(inputs)
+def plot(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
+    limit, runs = _load(limit, runs)
     fig, ax = new_figure(width=6.4, height=3.8)
     g = limit["angles"]
     ax.fill_between(g, limit["p10"], limit["p90"], color="0.85", label="10–90 percentile (n = ∞)")
@@ -101,8 +100,8 @@ def figures(p: dict, inputs, outputs) -> None:
     save_figure(fig, outputs)
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    limit, runs = _load(inputs)
+def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
+    limit, runs = _load(limit, runs)
     widest = runs[-1]
     final = widest["f_eval"][:, -1, :]  # (K, M)
     n_inits, width = final.shape[0], int(widest["width"])
@@ -125,3 +124,24 @@ def checks(p: dict, inputs, outputs) -> None:
               note="the 4 targets are interpolated"),
     ]
     write_checks(outputs[0], rows)
+
+
+def _train_mem_mb(p: dict, wildcards) -> int:
+    # Stacked float32 weights, gradients and optimiser copies of `inits` members.
+    return 2000 + int(wildcards["width"]) ** 2 * 12 * p["inits"] // 2**20 * 4
+
+
+EXPERIMENT = Experiment(
+    name="fig2",
+    order=20,
+    uses=("seed", "device", "model", "training"),
+    jobs=(
+        Job("limit", limit, "limit.npz"),
+        Job("train", train, "train_w{width}.npz",
+            each=lambda p: [{"width": w} for w in p["widths"]],
+            threads=2, gpu=True, mem_mb=_train_mem_mb, runtime=120),
+    ),
+    plot=plot,
+    check=check,
+    figure_inputs={"limit": "limit", "runs": "train"},
+)

@@ -14,9 +14,9 @@ f* − f_t = g_t + h_t into its component g_t along f(2) and the orthogonal rest
 deviations from the limit, |‖g_t‖ − 0.5 e^{−λ2 t}| and ‖h_t‖, are finite-width effects of
 order 1/√n.
 
-Stages: ``data`` (the N inputs), ``kernels`` (Θ∞ Gram in float64 and empirical NTK Grams at
+Jobs: ``images`` (the N inputs), ``kernel`` (Θ∞ Gram in float64 and empirical NTK Grams at
 init of ``KERNEL_NETS`` nets of every width), ``spectrum`` (eigen-decompositions of the
-Grams / N), ``training`` (one width, one trial), ``figures``, ``checks``.
+Grams / N), ``train`` (one width, one trial); then ``plot`` and ``check``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ import os
 import numpy as np
 import torch
 
-from ntk_repro import data as datasets  # the module; ``data`` is this experiment's stage
-from ntk_repro.kernels import resolve_device
+from ntk_repro import data as datasets
+from ntk_repro import kernels
+from ntk_repro.device import resolve_device
+from ntk_repro.empirical import empirical_ntk
+from ntk_repro.experiments import Experiment, Job
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
 from ntk_repro.training import train_ensemble
@@ -39,8 +42,8 @@ log = logging.getLogger("ntk_repro")
 TARGET_SCALE = 0.5  # f* = f0 + 0.5·f(2), as in the paper
 N_COMPONENTS = 3  # principal components kept (f(1), f(2), f(3))
 N_EIGENVALUES = 10  # eigenvalues drawn in the figure
-# Nets per width whose NTK at init is computed in the kernels stage. Nets 0 … trials−1 are the
-# nets trained by the training stage (same seeds); the extra ones measure the spread of the
+# Nets per width whose NTK at init is computed in the kernel job. Nets 0 … trials−1 are the
+# nets trained by the train jobs (same seeds); the extra ones measure the spread of the
 # finite-width eigenvalues, from which the eigenvalue tolerance is derived.
 KERNEL_NETS = 6
 # Tolerances are this many times a measured fluctuation scale (≈ 3 standard deviations).
@@ -53,7 +56,7 @@ def _architecture(p: dict) -> dict:
 
 
 def _net_seed(p: dict, width: int, trial: int) -> int:
-    """Initialisation seed of net ``trial`` of a width: shared by the kernels and training."""
+    """Initialisation seed of net ``trial`` of a width: shared by the kernel and train jobs."""
     return derive_seed(p["seed"], "fig3", int(width), int(trial))
 
 
@@ -64,7 +67,7 @@ def _eval_steps(p: dict) -> list[int]:
     return steps
 
 
-# --- data --------------------------------------------------------------------------------------
+# --- images ------------------------------------------------------------------------------------
 
 
 def _mnist_labels_beside(path: str) -> str | None:
@@ -97,7 +100,7 @@ def load_inputs(p: dict) -> tuple[np.ndarray, np.ndarray, str]:
     return x, labels, source
 
 
-def data(p: dict, inputs, outputs) -> None:
+def images(p: dict, outputs) -> None:
     """The inputs shared by every other stage: x (N, n0), labels (N,), source name.
 
     The first job of the experiment, so a bad ``mnist`` file fails before any compute.
@@ -107,11 +110,11 @@ def data(p: dict, inputs, outputs) -> None:
     save_arrays(outputs[0], x=x, labels=labels, source=np.array(source))
 
 
-# --- kernels -----------------------------------------------------------------------------------
+# --- kernel ------------------------------------------------------------------------------------
 
 
 def _init_net(p: dict, n0: int, width: int, trial: int, device) -> torch.nn.Module:
-    """Net ``trial`` of a width at initialisation, exactly as the training stage draws it
+    """Net ``trial`` of a width at initialisation, exactly as the train job draws it
     (in the training dtype), then cast to float64 so that its NTK is computed accurately."""
     from ntk_repro.networks import MLP
 
@@ -122,19 +125,16 @@ def _init_net(p: dict, n0: int, width: int, trial: int, device) -> torch.nn.Modu
     return net.to(torch.float64)
 
 
-def kernels(p: dict, inputs, outputs) -> None:
+def kernel(p: dict, outputs, *, images: str) -> None:
     """Θ∞(X, X) (N, N) in float64 and the empirical NTK Grams (W, KERNEL_NETS, N, N) at init.
 
-    Net k of width n is the net that trial k of the training stage trains (same seed), so the
+    Net k of width n is the net that trial k of the train jobs trains (same seed), so the
     Gram of "the wide net" is that of the net trained at the largest width in trial 0.
     """
-    from ntk_repro import kernels as k
-    from ntk_repro.empirical import empirical_ntk
-
-    source = load_arrays(inputs[0])
+    source = load_arrays(images)
     x = source["x"]
     device = resolve_device(p["device"])
-    theta = k.theta_inf(x, **_architecture(p), device=device)
+    theta = kernels.theta_inf(x, **_architecture(p), device=device)
     widths = sorted(int(w) for w in p["widths"])
     n_nets = max(KERNEL_NETS, p["trials"])
     grams = np.empty((len(widths), n_nets, *theta.shape))
@@ -169,14 +169,14 @@ def principal_components(gram: np.ndarray, count: int) -> tuple[np.ndarray, np.n
     return values, np.ascontiguousarray(vectors)
 
 
-def spectrum(p: dict, inputs, outputs) -> None:
+def spectrum(p: dict, outputs, *, kernel: str) -> None:
     """Eigenvalues and top principal components of Θ∞ and of every net's Gram at init.
 
     Output: eigenvalues (N,) and components (N, N_COMPONENTS) of Θ∞'s Gram/N;
     empirical_eigenvalues (W, nets, N_EIGENVALUES); empirical_overlaps (W, nets,
     N_COMPONENTS) = |⟨f(k)∞, f(k)n⟩| (1 = the same direction); widths, labels, source.
     """
-    kernel = load_arrays(inputs[0])
+    kernel = load_arrays(kernel)
     values, components = principal_components(kernel["theta_inf"], N_COMPONENTS)
     grams = kernel["empirical"]
     n = grams.shape[-1]
@@ -194,18 +194,18 @@ def spectrum(p: dict, inputs, outputs) -> None:
                 widths=kernel["widths"], labels=kernel["labels"], source=kernel["source"])
 
 
-# --- training ----------------------------------------------------------------------------------
+# --- train -------------------------------------------------------------------------------------
 
 
-def training(p: dict, inputs, outputs, *, width: str, trial: str) -> None:
+def train(p: dict, outputs, *, images: str, spectrum: str, width: str, trial: str) -> None:
     """Train one net on f* = f0 + 0.5·f(2); record f on the N inputs every record_every steps.
 
-    inputs: [data npz, spectrum npz]. Output: f_eval (E, N) in the training dtype at
+    Reads the ``images`` and ``spectrum`` files. Output: f_eval (E, N) in the training dtype at
     eval_steps (E,), t = eval_steps · lr, the target (N,) and f0 (N,), losses (steps + 1,).
     """
     width, trial = int(width), int(trial)
-    x = load_arrays(inputs[0])["x"]
-    spec = load_arrays(inputs[1])
+    x = load_arrays(images)["x"]
+    spec = load_arrays(spectrum)
     f2 = spec["components"][:, 1]
     lam2 = float(spec["eigenvalues"][1])
     t_end = p["steps"] * p["lr"]
@@ -244,9 +244,9 @@ def decompose(f_eval: np.ndarray, target: np.ndarray, direction: np.ndarray):
     return np.abs(along), np.sqrt((rest * rest).mean(axis=1))
 
 
-def _load(inputs):
-    spec = load_arrays(inputs[0])
-    runs = sorted((load_arrays(path) for path in inputs[1:]),
+def _load(spectrum_path: str, run_paths: list[str]):
+    spec = load_arrays(spectrum_path)
+    runs = sorted((load_arrays(path) for path in run_paths),
                   key=lambda r: (int(r["width"]), int(r["trial"])))
     f2 = spec["components"][:, 1]
     lam2 = float(spec["eigenvalues"][1])
@@ -271,8 +271,8 @@ def _by_width(runs, key):
 # --- figure ------------------------------------------------------------------------------------
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    spec, runs = _load(inputs)
+def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
+    spec, runs = _load(spectrum, runs)
     lam = spec["eigenvalues"]
     source = str(spec["source"])
     fig, axes = new_figure(2, 2, width=9.6, height=7.0)
@@ -345,8 +345,8 @@ def figures(p: dict, inputs, outputs) -> None:
 # --- checks ------------------------------------------------------------------------------------
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    spec, runs = _load(inputs)
+def check(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
+    spec, runs = _load(spectrum, runs)
     lam = spec["eigenvalues"]
     widths = [int(w) for w in spec["widths"]]
     n_small, n_wide = widths[0], widths[-1]
@@ -389,3 +389,26 @@ def checks(p: dict, inputs, outputs) -> None:
         note=f"trial means {h_max[n_small].mean():.3g} -> {h_max[n_wide].mean():.3g}; "
              f"1/sqrt(n) scaling predicts {shrink:.3g}"))
     write_checks(outputs[0], rows)
+
+
+EXPERIMENT = Experiment(
+    name="fig3",
+    order=30,
+    uses=("seed", "device", "model", "training"),
+    jobs=(
+        Job("images", images, "images.npz"),
+        Job("kernel", kernel, "kernel.npz", inputs={"images": "images"},
+            threads=2, gpu=True, mem_mb=4000, runtime=60),
+        Job("spectrum", spectrum, "spectrum.npz", inputs={"kernel": "kernel"},
+            threads=2, mem_mb=2000, runtime=20),
+        Job("train", train, "train_w{width}_t{trial}.npz",
+            each=lambda p: [{"width": w, "trial": t} for w in p["widths"]
+                            for t in range(p["trials"])],
+            inputs={"images": "images", "spectrum": "spectrum"},
+            threads=2, gpu=True, runtime=240,
+            mem_mb=lambda p, wildcards: 2000 + int(wildcards["width"]) ** 2 * 12 // 2**20 * 4),
+    ),
+    plot=plot,
+    check=check,
+    figure_inputs={"spectrum": "spectrum", "runs": "train"},
+)

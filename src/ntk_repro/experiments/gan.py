@@ -14,8 +14,8 @@ the paper analyses for fully connected nets); it is drawn, with no claim attache
 Mode coverage: a sample is of good quality if it lies within 3·std of a mode centre; a mode is
 covered if at least ``cover_share`` of the samples are of good quality and nearest to it.
 
-Stages: ``training`` with ``net`` in {freeze, chaos, bn} (``seeds`` GANs each), ``figures``,
-``checks``.
+Jobs: ``train`` with ``net`` in {freeze, chaos, bn} (``seeds`` GANs each); then ``plot`` and
+``check``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ntk_repro.kernels import resolve_device
+from ntk_repro.device import resolve_device
+from ntk_repro.experiments import Experiment, Job
 from ntk_repro.networks import MLP
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
@@ -35,6 +36,8 @@ NETS = ("freeze", "chaos", "bn")
 Z = 3.0
 # "Collapse" criterion: a frozen generator covers at most this share of the modes.
 COLLAPSE_SHARE = 0.25
+# A standard error from the spread over seeds needs at least this many seeds.
+MIN_SEEDS = 3
 
 
 def mode_centres(p: dict) -> np.ndarray:
@@ -77,7 +80,7 @@ def _discriminator(p: dict, seed: int, dev) -> nn.Module:
     return disc.to(dev)
 
 
-def training(p: dict, inputs, outputs, *, net: str) -> None:
+def train(p: dict, outputs, *, net: str) -> None:
     """Train ``seeds`` GANs with the ``net`` generator; record coverage along training."""
     dev = resolve_device(p["device"])
     eval_steps = sorted(set(range(0, p["steps"] + 1, p["eval_every"])) | {p["steps"]})
@@ -122,12 +125,12 @@ def training(p: dict, inputs, outputs, *, net: str) -> None:
                 final_samples=finals, modes=np.int64(p["modes"]))
 
 
-def _load(inputs):
+def _load(paths: list[str]):
+    """The GANs' results by name: ``paths`` in the order of NETS."""
+    if len(paths) != len(NETS):
+        raise ValueError(f"gan needs one file per net {list(NETS)}, got {paths}")
     runs = {}
-    for path in inputs:
-        name = next((n for n in NETS if path.endswith(f"/{n}.npz") or path == f"{n}.npz"), None)
-        if name is None:
-            raise ValueError(f"gan input {path!r} is not one of {list(NETS)}")
+    for name, path in zip(NETS, paths):
         run = load_arrays(path)
         require_finite(f"gan {name}", covered=run["covered"], final_samples=run["final_samples"])
         runs[name] = run
@@ -139,8 +142,8 @@ _LABEL = {"freeze": "freeze (β = {b})", "chaos": "chaos (β = {b})",
           "bn": "freeze + BN after last layer (β = {b})"}
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    runs = _load(inputs)
+def plot(p: dict, outputs, *, runs: list[str]) -> None:
+    runs = _load(runs)
     fig, axes = new_figure(1, 4, width=12.0, height=3.3)
     ax = axes[0]
     for name in NETS:
@@ -168,8 +171,8 @@ def figures(p: dict, inputs, outputs) -> None:
     save_figure(fig, outputs)
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    runs = _load(inputs)
+def check(p: dict, outputs, *, runs: list[str]) -> None:
+    runs = _load(runs)
     final = {name: runs[name]["covered"][:, -1] for name in NETS}
     seeds = len(final["freeze"])
     diff = final["chaos"].mean() - final["freeze"].mean()
@@ -177,15 +180,31 @@ def checks(p: dict, inputs, outputs) -> None:
                         + final["freeze"].var(ddof=1) / seeds)
     share = final["freeze"].mean() / p["modes"]
     share_se = final["freeze"].std(ddof=1) / math.sqrt(seeds) / p["modes"]
+    too_few = "" if seeds >= MIN_SEEDS else (
+        f"{seeds} seeds < {MIN_SEEDS}: the spread of so few seeds is no basis for a 3-SE bound")
     rows = [
         Check("gan", "modes covered at the end: chaotic minus frozen generator, lower 3-SE "
               "confidence bound, at least one mode", 1.0, diff - Z * diff_se, 0.0, "at_least",
               note=f"{seeds} GANs each; chaos {final['chaos'].mean():.2f}, freeze "
                    f"{final['freeze'].mean():.2f}, BN-last {final['bn'].mean():.2f} of "
-                   f"{p['modes']} modes; SE from the spread over seeds"),
+                   f"{p['modes']} modes; SE from the spread over seeds", not_evaluated=too_few),
         Check("gan", "frozen generator collapses: share of modes covered at the end",
               COLLAPSE_SHARE, share, Z * share_se, "at_most",
               note=f"criterion: at most {COLLAPSE_SHARE} of the {p['modes']} modes; tolerance "
-                   f"3 SE over {seeds} seeds"),
+                   f"3 SE over {seeds} seeds", not_evaluated=too_few),
     ]
     write_checks(outputs[0], rows)
+
+
+EXPERIMENT = Experiment(
+    name="gan",
+    order=110,
+    uses=("seed", "device"),
+    jobs=(
+        Job("train", train, "{net}.npz", each=lambda p: [{"net": n} for n in NETS],
+            mem_mb=1500, runtime=60),
+    ),
+    plot=plot,
+    check=check,
+    figure_inputs={"runs": "train"},
+)

@@ -16,9 +16,9 @@ with derivative N β. Since (1/N²) Σ_ij Θ(x_i, x_j) = ‖∂/∂θ (1/N) Σ_i
 mode equals β² exactly, at every width and for every θ — the finite-width statement is the
 same as the infinite-width one, and only rounding separates the computed value from β².
 
-Stages: ``kernels`` without wildcards (the analytic limits), ``kernels`` with ``norm`` in
-{layer, batch_last} and ``width`` (empirical NTK Grams of ``seeds`` nets), ``figures``,
-``checks``.
+Jobs: ``limit`` (the analytic limits), ``layer`` and ``batch_last`` (empirical NTK Grams of
+``seeds`` nets of one width, LayerNorm or BN after the last layer); then ``plot`` and
+``check``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ import torch
 
 from ntk_repro import data
 from ntk_repro.empirical import empirical_ntk
-from ntk_repro.kernels import resolve_device, theta_inf
+from ntk_repro.device import resolve_device
+from ntk_repro.experiments import Experiment, Job
+from ntk_repro.kernels import theta_inf
 from ntk_repro.networks import MLP
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
@@ -63,17 +65,18 @@ def constant_mode(theta) -> np.ndarray:
 # --- stages ------------------------------------------------------------------------------------
 
 
-def kernels(p: dict, inputs, outputs, norm: str | None = None, width: str | None = None) -> None:
-    """Without wildcards: the limits. With ``norm`` and ``width``: the empirical Grams."""
-    if norm is None:
-        x = _inputs(p)
-        save_arrays(outputs[0], x=x,
-                    theta_bar=theta_inf(x, activation=_normalized(p["activation"]),
-                                        **_limit_kwargs(p)),
-                    theta_raw=theta_inf(x, activation=p["activation"], **_limit_kwargs(p)),
-                    theta_bn_plain=theta_inf(x, activation=p["bn_activation"],
-                                             **_limit_kwargs(p)))
-        return
+def limit(p: dict, outputs) -> None:
+    """The analytic limits: Θ∞ of σ̄ and of σ, and of the BN net's plain σ."""
+    x = _inputs(p)
+    save_arrays(outputs[0], x=x,
+                theta_bar=theta_inf(x, activation=_normalized(p["activation"]),
+                                    **_limit_kwargs(p)),
+                theta_raw=theta_inf(x, activation=p["activation"], **_limit_kwargs(p)),
+                theta_bn_plain=theta_inf(x, activation=p["bn_activation"], **_limit_kwargs(p)))
+
+
+def nets(p: dict, outputs, *, norm: str, width: str) -> None:
+    """Empirical NTK Grams of ``seeds`` nets of one width with the normalisation ``norm``."""
     if norm not in NORMS:
         raise ValueError(f"norm {norm!r} is unknown; choose one of {list(NORMS)}")
     width = int(width)
@@ -103,16 +106,13 @@ def kernels(p: dict, inputs, outputs, norm: str | None = None, width: str | None
 # --- statistics --------------------------------------------------------------------------------
 
 
-def _load(inputs):
-    limit = load_arrays(inputs[0])
-    runs = {norm: [] for norm in NORMS}
-    for path in inputs[1:]:
-        run = load_arrays(path)
-        norm = "batch_last" if "batch_last_w" in path else "layer"
-        require_finite(f"normalisation {norm} width={int(run['width'])}", theta=run["theta"],
-                       theta_plain=run["theta_plain"])
-        runs[norm].append(run)
+def _load(limit_path: str, paths: dict[str, list[str]]):
+    limit = load_arrays(limit_path)
+    runs = {norm: [load_arrays(path) for path in paths[norm]] for norm in NORMS}
     for norm in NORMS:
+        for run in runs[norm]:
+            require_finite(f"normalisation {norm} width={int(run['width'])}",
+                           theta=run["theta"], theta_plain=run["theta_plain"])
         runs[norm].sort(key=lambda r: int(r["width"]))
         if not runs[norm]:
             raise ValueError(f"normalisation inputs lack the {norm} nets")
@@ -169,8 +169,8 @@ def _width_axis(ax, widths) -> None:
     ax.set_xlim(widths.min() / 1.4, widths.max() * 1.4)
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    limit, runs = _load(inputs)
+def plot(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str]) -> None:
+    limit, runs = _load(limit, {"layer": layer, "batch_last": batch_last})
     fig, (ax_ln, ax_bn) = new_figure(1, 2, width=10.0, height=3.9)
     widths, errs = relative_errors(runs["layer"], limit["theta_bar"])
     slope, slope_se, intercept = loglog_slope(widths, errs)
@@ -217,8 +217,8 @@ def figures(p: dict, inputs, outputs) -> None:
     save_figure(fig, outputs)
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    limit, runs = _load(inputs)
+def check(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str]) -> None:
+    limit, runs = _load(limit, {"layer": layer, "batch_last": batch_last})
     widths, errs = relative_errors(runs["layer"], limit["theta_bar"])
     slope, slope_se, _ = loglog_slope(widths, errs)
 
@@ -247,3 +247,30 @@ def checks(p: dict, inputs, outputs) -> None:
                    f"(P + N²)·eps·max Θ_ii of that net"),
     ]
     write_checks(outputs[0], rows)
+
+
+def _nets_mem_mb(norm: str):
+    def mem_mb(p: dict, wildcards) -> int:
+        # float64 weights; the BN path holds the whole-batch Jacobian (N x parameters) twice.
+        per_weight = 2 * p["n_points"] if norm == "batch_last" else 4
+        return 1000 + int(wildcards["width"]) ** 2 * p["depth"] * 8 * per_weight // 2**20
+    return mem_mb
+
+
+EXPERIMENT = Experiment(
+    name="normalisation",
+    order=50,
+    uses=("seed", "device"),
+    jobs=(
+        Job("limit", limit, "limit.npz"),
+        Job("layer", nets, "layer_w{width}.npz", fixed={"norm": "layer"},
+            each=lambda p: [{"width": w} for w in p["widths"]],
+            mem_mb=_nets_mem_mb("layer"), runtime=30),
+        Job("batch_last", nets, "batch_last_w{width}.npz", fixed={"norm": "batch_last"},
+            each=lambda p: [{"width": w} for w in p["bn_widths"]],
+            mem_mb=_nets_mem_mb("batch_last"), runtime=30),
+    ),
+    plot=plot,
+    check=check,
+    figure_inputs={"limit": "limit", "layer": "layer", "batch_last": "batch_last"},
+)

@@ -13,7 +13,7 @@ the minimum over the sphere of Θ(x,y)/Θ(x,x) (a fine grid of the cosine t ∈ 
 the Gram, the share of the constant mode 1ᵀΘ1/(N·tr Θ), the mean off-diagonal c of Θ/Θ(x,x)
 and the RMS distance of Θ/Θ(x,x) to (1 − c)·I + c·11ᵀ, and the largest off-diagonal |Θ/Θ(x,x)|.
 
-Stages: ``kernels`` (everything above), ``figures``, ``checks``.
+Jobs: ``limit`` (everything above); then ``plot`` and ``check``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ntk_repro import data, spectral
+from ntk_repro.experiments import Experiment, Job
 from ntk_repro.activations import standard_moments
 from ntk_repro.freeze_chaos import (float64_resolution, is_kinked, kernels_at_cosine,
                                     order_parameter_quadrature, parse_networks)
@@ -35,6 +36,9 @@ from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, requ
 RESOLVED_DEFICIT = 1e-10
 CHAOS_RATIO_BOUND = 0.05
 EDGE_LIMIT_C = 0.25  # scaled ReLU, β = 0: Θ(L)(x, y)/L → 1/4 for x ≠ y (see checks)
+# Rates and limits are estimated on the depth windows [L/4, L/2] and [L/2, L]; the estimates
+# converge like 1/L², so below this many layers they are pre-asymptotic and not evaluated.
+MIN_RATE_DEPTH = 20
 
 
 def scaled_spec(name: str) -> str:
@@ -97,7 +101,7 @@ def _depth_sweep(net, max_depth: int, grid: np.ndarray, cos_points: np.ndarray) 
     return out
 
 
-def kernels(p: dict, inputs, outputs) -> None:
+def limit(p: dict, outputs) -> None:
     """r_{σ,β} curves and the depth sweep of every network."""
     betas = np.linspace(0.0, 1.0, p["beta_points"])
     arrays = {"betas": betas, "activation_names": np.array(p["activations"]),
@@ -130,8 +134,8 @@ def kernels(p: dict, inputs, outputs) -> None:
     save_arrays(outputs[0], **arrays)
 
 
-def _load(inputs) -> dict:
-    res = load_arrays(inputs[0])
+def _load(path: str) -> dict:
+    res = load_arrays(path)
     require_finite("phase", min_ratio=res["min_ratio"], share=res["share"], c=res["c"],
                    distance=res["distance"])
     return res
@@ -188,8 +192,8 @@ def _windows(last: int) -> tuple[tuple[int, int], tuple[int, int]]:
 _COLORS = {"relu": "tab:blue", "erf": "tab:orange", "tanh": "tab:green"}
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    res = _load(inputs)
+def plot(p: dict, outputs, *, limit: str) -> None:
+    res = _load(limit)
     depths = res["depths"]
     max_depth = int(depths[-1])
     fig, axes = new_figure(2, 3, width=13.0, height=7.6)
@@ -287,8 +291,8 @@ def figures(p: dict, inputs, outputs) -> None:
 # --- claims ------------------------------------------------------------------------------------
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    res = _load(inputs)
+def check(p: dict, outputs, *, limit: str) -> None:
+    res = _load(limit)
     rows = []
     quad_err = float(res["quadrature_moment_error"])
     # The quadrature error on E z^{2k}, k ≤ 4, bounds that on E σ'² (σ' is a step or smooth);
@@ -316,10 +320,13 @@ def checks(p: dict, inputs, outputs) -> None:
 
     max_depth = int(res["depths"][-1])
     slack = float64_resolution(max_depth)
+    too_shallow = "" if max_depth >= MIN_RATE_DEPTH else (
+        f"max_depth = {max_depth} < {MIN_RATE_DEPTH}: the window estimates of rates and limits "
+        "converge like 1/L² and are pre-asymptotic at this depth")
     for k, name in enumerate(res["names"]):
         regime, r = res["regimes"][k], float(res["r"][k])
         if regime == "freeze":
-            rows.extend(_freeze_rows(res, k, name, r, max_depth, slack))
+            rows.extend(_freeze_rows(res, k, name, r, max_depth, slack, too_shallow))
         elif regime == "chaos":
             value = float(res["max_offdiag"][k][-1])
             rows.append(Check(
@@ -329,11 +336,11 @@ def checks(p: dict, inputs, outputs) -> None:
                 note="theory: Θ(x,y) tends to a finite limit while Θ(x,x) = (r^L-1)/(r-1) "
                      "grows, so the ratio decays like r^-L"))
         elif regime == "edge":
-            rows.extend(_edge_rows(res, k, name, r, max_depth))
+            rows.extend(_edge_rows(res, k, name, r, max_depth, too_shallow))
     write_checks(outputs[0], rows)
 
 
-def _freeze_rows(res, k, name, r, max_depth, slack) -> list[Check]:
+def _freeze_rows(res, k, name, r, max_depth, slack, too_shallow) -> list[Check]:
     deficit = freeze_deficit(res, k)
     last = resolved_depth(res, k)
     (lo1, hi1), (lo2, hi2) = _windows(last)
@@ -346,7 +353,7 @@ def _freeze_rows(res, k, name, r, max_depth, slack) -> list[Check]:
             "phase", f"{name} (freeze, kinked σ): per-layer decay of 1 - min ratio = √r "
             f"(not r), depths {lo2}-{hi2}", math.sqrt(r), est, abs(est - prev), "abs",
             note=f"r = {r:.4g}; tolerance: change of the estimate from depths {lo1}-{hi1} "
-                 "(the estimate converges like 1/L², monotonically)"))
+                 "(the estimate converges like 1/L², monotonically)", not_evaluated=too_shallow))
         return rows
     fit_depth = max(max_depth // 2, 1)
     c_bound = bound_constant(deficit, r, fit_depth)
@@ -364,11 +371,12 @@ def _freeze_rows(res, k, name, r, max_depth, slack) -> list[Check]:
     rows.append(Check(
         "phase", f"{name} (freeze): per-layer decay of (1 - min ratio)/L = r, depths {lo2}-{hi2}",
         r, est, abs(est - prev), "abs",
-        note=f"tolerance: change of the estimate from depths {lo1}-{hi1} (converges like 1/L²)"))
+        note=f"tolerance: change of the estimate from depths {lo1}-{hi1} (converges like 1/L²)",
+        not_evaluated=too_shallow))
     return rows
 
 
-def _edge_rows(res, k, name, r, max_depth) -> list[Check]:
+def _edge_rows(res, k, name, r, max_depth, too_shallow) -> list[Check]:
     (lo1, hi1), (lo2, hi2) = _windows(max_depth)
     rows = []
     c_inf, c_prev = extrapolate(res["c"][k], lo2, hi2), extrapolate(res["c"][k], lo1, hi1)
@@ -378,7 +386,8 @@ def _edge_rows(res, k, name, r, max_depth) -> list[Check]:
             "phase", f"{name} (edge): Θ/Θ(x,x) → (1-c)·I + c·11ᵀ, c extrapolated to L = ∞ "
             f"from depths {lo2}-{hi2}", EDGE_LIMIT_C, c_inf, abs(c_inf - c_prev), "abs",
             note="theory: 1-ρ_ℓ ≈ 9π²/(2ℓ²), Σ̇_ℓ ≈ 1 - 3/ℓ, so Θ(x,y) ≈ Σ_ℓ (ℓ/L)³ ≈ L/4 while "
-                 f"Θ(x,x) = L; tolerance: change of the extrapolation from depths {lo1}-{hi1}"))
+                 f"Θ(x,x) = L; tolerance: change of the extrapolation from depths {lo1}-{hi1}",
+            not_evaluated=too_shallow))
     d_inf = extrapolate(res["distance"][k], lo2, hi2)
     d_prev = extrapolate(res["distance"][k], lo1, hi1)
     rows.append(Check(
@@ -386,5 +395,16 @@ def _edge_rows(res, k, name, r, max_depth) -> list[Check]:
         f"extrapolated from depths {lo2}-{hi2}", 0.0, d_inf, abs(d_inf - d_prev), "abs",
         note=f"distance at L = {max_depth}: {float(res['distance'][k][-1]):.3g} with c = "
              f"{float(res['c'][k][-1]):.3g}; fit a + b/L + c/L²; tolerance: change of the "
-             f"extrapolation from depths {lo1}-{hi1}"))
+             f"extrapolation from depths {lo1}-{hi1}", not_evaluated=too_shallow))
     return rows
+
+
+EXPERIMENT = Experiment(
+    name="phase",
+    order=80,
+    uses=("seed",),
+    jobs=(Job("limit", limit, "depth.npz", runtime=20),),
+    plot=plot,
+    check=check,
+    figure_inputs={"limit": "limit"},
+)

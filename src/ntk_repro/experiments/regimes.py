@@ -7,7 +7,7 @@ kernel Θ(x, y)/Θ(x, x) against the angle between x and y (``kernels_of_cosine`
 function-of-the-cosine path). Freeze: the Gram is nearly constant; chaos: nearly diagonal; edge
 (scaled ReLU, β = 0): a diagonal on top of a constant.
 
-Stages: ``kernels`` (all Grams), ``figures``, ``checks``.
+Jobs: ``limit`` (all Grams); then ``plot`` and ``check``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from ntk_repro import data, spectral
+from ntk_repro.experiments import Experiment, Job
 from ntk_repro.freeze_chaos import (PARAMETRIZATION, float64_resolution, ntk_of_cosine,
                                     parse_networks, theta_diagonal)
 from ntk_repro.kernels import theta_inf
@@ -36,7 +37,7 @@ def _sphere(p: dict) -> np.ndarray:
     return x[np.argsort(-x[:, 0], kind="stable")]
 
 
-def kernels(p: dict, inputs, outputs) -> None:
+def limit(p: dict, outputs) -> None:
     """Θ∞(L) Grams on the circle and the sphere, and Θ(x,y)/Θ(x,x) against the angle."""
     nets = parse_networks(p["networks"])
     depth = int(p["depth"])
@@ -63,8 +64,8 @@ def kernels(p: dict, inputs, outputs) -> None:
     )
 
 
-def _load(inputs) -> dict:
-    res = load_arrays(inputs[0])
+def _load(path: str) -> dict:
+    res = load_arrays(path)
     require_finite("regimes", circle=res["circle_gram"], sphere=res["sphere_gram"],
                    curve=res["curve"])
     return res
@@ -80,8 +81,8 @@ def _label(res, i) -> str:
             f"r = {float(res['r'][i]):.3g}")
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    res = _load(inputs)
+def plot(p: dict, outputs, *, limit: str) -> None:
+    res = _load(limit)
     n = len(res["names"])
     fig, axes = new_figure(3, n, width=2.6 * n + 0.8, height=8.2,
                            gridspec_kw={"height_ratios": [1, 1, 0.9]})
@@ -122,8 +123,8 @@ def figures(p: dict, inputs, outputs) -> None:
     save_figure(fig, outputs)
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    res = _load(inputs)
+def check(p: dict, outputs, *, limit: str) -> None:
+    res = _load(limit)
     depth = int(res["depth"])
     rows = []
     for i, name in enumerate(res["names"]):
@@ -152,3 +153,14 @@ def checks(p: dict, inputs, outputs) -> None:
         note=f"two code paths of one layer map; tolerance L·√(2δt) with δt = 4·n0·eps the "
              f"rounding of a cosine (the √(1-t) term of ReLU kernels at t = 1)"))
     write_checks(outputs[0], rows)
+
+
+EXPERIMENT = Experiment(
+    name="regimes",
+    order=70,
+    uses=("seed", "device"),
+    jobs=(Job("limit", limit, "kernels.npz"),),
+    plot=plot,
+    check=check,
+    figure_inputs={"limit": "limit"},
+)

@@ -9,7 +9,7 @@ degree k is drawn per regime: a frozen NTK puts almost all of its trace κ(1) = 
 the constant (k = 0) and its other eigenvalues fall off fast; a chaotic one spreads it over
 many degrees.
 
-Stages: ``spectrum`` (Funk–Hecke and Gram eigenvalues), ``figures``, ``checks``.
+Jobs: ``eigen`` (Funk–Hecke and Gram eigenvalues); then ``plot`` and ``check``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from ntk_repro import data, spectral
+from ntk_repro.experiments import Experiment, Job
 from ntk_repro.freeze_chaos import ntk_of_cosine, parse_networks
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
@@ -34,7 +35,7 @@ def top_degree(mults: np.ndarray, n_points: int) -> int:
     return max(int(np.searchsorted(cumulative, n_points // TOP_SHARE, side="right")) - 1, 0)
 
 
-def spectrum(p: dict, inputs, outputs) -> None:
+def eigen(p: dict, outputs) -> None:
     nets = parse_networks(p["networks"])
     d, depth, n = int(p["sphere_dim"]), int(p["depth"]), int(p["n_points"])
     draws = [data.sphere_points(n, d, seed=derive_seed(p["seed"], "spectrum", "draw", j))
@@ -60,8 +61,8 @@ def spectrum(p: dict, inputs, outputs) -> None:
                 depth=np.int64(depth), sphere_dim=np.int64(d), n_points=np.int64(n))
 
 
-def _load(inputs) -> dict:
-    res = load_arrays(inputs[0])
+def _load(path: str) -> dict:
+    res = load_arrays(path)
     require_finite("spectrum", eigenvalues=res["eigenvalues"], gram=res["gram_eigenvalues"])
     return res
 
@@ -75,8 +76,8 @@ def _bands(res: dict, k: int) -> dict:
     return spectral.sorted_bands(res["eigenvalues"][k], mults, tol, count)
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    res = _load(inputs)
+def plot(p: dict, outputs, *, eigen: str) -> None:
+    res = _load(eigen)
     names = res["names"]
     fig, axes = new_figure(1, 1 + len(names), width=3.3 * (1 + len(names)), height=3.9)
     ax = axes[0]
@@ -117,8 +118,8 @@ def figures(p: dict, inputs, outputs) -> None:
     save_figure(fig, outputs)
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    res = _load(inputs)
+def check(p: dict, outputs, *, eigen: str) -> None:
+    res = _load(eigen)
     n = int(res["n_points"])
     rows = []
     for k, name in enumerate(res["names"]):
@@ -155,3 +156,17 @@ def checks(p: dict, inputs, outputs) -> None:
                 note=f"freeze {value:.3g}, chaos {chaos_decay:.3g} decades from degree 1 to "
                      f"{k_decay}; tolerance: propagated quadrature error"))
     write_checks(outputs[0], rows)
+
+
+EXPERIMENT = Experiment(
+    name="spectrum",
+    order=100,
+    uses=("seed",),
+    jobs=(
+        Job("eigen", eigen, "eigen.npz", runtime=20,
+            mem_mb=lambda p, wildcards: 1000 + 5 * p["n_points"] ** 2 * 8 // 2**20),
+    ),
+    plot=plot,
+    check=check,
+    figure_inputs={"eigen": "eigen"},
+)

@@ -7,12 +7,12 @@ stability limit of the linearised dynamics, lr = lr_fraction · 2/(η·λmax(Θ�
 of the loss convention (η = 1/N for half_mse): a large λmax — the constant mode of a frozen
 NTK — forces a small lr, and every other mode then decays at the slow rate lr·η·λ_k.
 
-- ``kernels``: Θ∞ and Σ Grams of each network on the training points, its lr, and the expected
+- ``limit``: Θ∞ and Σ Grams of each network on the training points, its lr, and the expected
   loss of the kernel ODE Y_t = Y − e^{−ηtΘ}(Y − Y₀) with Y₀ ~ N(0, Σ) (the infinite-width net):
   E C_t = (η/2)(‖e^{−ηtΘ}Y‖² + tr(e^{−ηtΘ} Σ e^{−ηtΘ})), at t = lr·step.
-- ``training`` (wildcard ``network``): ``inits`` finite-width nets of that network trained
+- ``train`` (wildcard ``network``): ``inits`` finite-width nets of that network trained
   together (balanced parametrisation), their loss at every step.
-- ``figures``, ``checks``.
+- ``plot``, ``check``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import torch
 
 from ntk_repro import data
 from ntk_repro.freeze_chaos import PARAMETRIZATION, parse_networks
-from ntk_repro.kernels import kernel_matrices, loss_rate, resolve_device
+from ntk_repro.device import resolve_device
+from ntk_repro.experiments import Experiment, Job
+from ntk_repro.kernels import kernel_matrices, loss_rate
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
 from ntk_repro.training import train_ensemble
@@ -48,7 +50,7 @@ def expected_ode_loss(theta, sigma, y, rate: float, times) -> np.ndarray:
     return 0.5 * rate * ((decay * coef) ** 2 + decay ** 2 * sigma_diag).sum(axis=1)
 
 
-def kernels(p: dict, inputs, outputs) -> None:
+def limit(p: dict, outputs) -> None:
     nets = parse_networks(p["networks"])
     x, y = _training_set(p)
     n = x.shape[0]
@@ -72,9 +74,9 @@ def kernels(p: dict, inputs, outputs) -> None:
                 spectrum=np.stack(spectra), depth=np.int64(p["depth"]))
 
 
-def training(p: dict, inputs, outputs, *, network: str) -> None:
-    """Train ``inits`` nets of one configured network at the lr of the ``kernels`` stage."""
-    limit = load_arrays(inputs[0])
+def train(p: dict, outputs, *, limit: str, network: str) -> None:
+    """Train ``inits`` nets of one configured network at the lr of the ``limit`` job."""
+    limit = load_arrays(limit)
     names = list(limit["names"])
     if network not in names:
         raise ValueError(f"network {network!r} is not configured (have {names})")
@@ -92,9 +94,9 @@ def training(p: dict, inputs, outputs, *, network: str) -> None:
                 **result.arrays())
 
 
-def _load(inputs) -> tuple[dict, list[dict]]:
-    limit = load_arrays(inputs[0])
-    runs = {str(r["network"]): r for r in (load_arrays(path) for path in inputs[1:])}
+def _load(limit_path: str, run_paths: list[str]) -> tuple[dict, list[dict]]:
+    limit = load_arrays(limit_path)
+    runs = {str(r["network"]): r for r in (load_arrays(path) for path in run_paths)}
     ordered = [runs[name] for name in limit["names"]]
     for name, run in zip(limit["names"], ordered):
         require_finite(f"speed {name}", losses=run["losses"])
@@ -102,8 +104,8 @@ def _load(inputs) -> tuple[dict, list[dict]]:
     return limit, ordered
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    limit, runs = _load(inputs)
+def plot(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
+    limit, runs = _load(limit, runs)
     fig, (ax, ax2) = new_figure(1, 2, width=11.5, height=4.4,
                                 gridspec_kw={"width_ratios": [1.5, 1]})
     steps = limit["steps"]
@@ -139,8 +141,8 @@ def _final(losses: np.ndarray) -> tuple[float, float]:
     return math.log10(mean), se
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    limit, runs = _load(inputs)
+def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
+    limit, runs = _load(limit, runs)
     regimes = list(limit["regimes"])
     if "chaos" not in regimes:
         write_checks(outputs[0], [])
@@ -162,3 +164,21 @@ def checks(p: dict, inputs, outputs) -> None:
             note=f"kernel ODE gives {ode_gap:.3g}; tolerance 3 standard errors over "
                  f"{runs[k]['losses'].shape[0]} inits; both at lr = lr_fraction x stability limit"))
     write_checks(outputs[0], rows)
+
+
+EXPERIMENT = Experiment(
+    name="speed",
+    order=90,
+    uses=("seed", "device", "training.dtype", "training.loss"),
+    jobs=(
+        Job("limit", limit, "limit.npz"),
+        Job("train", train, "train_{network}.npz",
+            each=lambda p: [{"network": n["name"]} for n in p["networks"]],
+            inputs={"limit": "limit"}, runtime=60,
+            mem_mb=lambda p, wildcards: 1000 + p["width"] ** 2 * p["depth"] * p["inits"] * 8
+            // 2**20),
+    ),
+    plot=plot,
+    check=check,
+    figure_inputs={"limit": "limit", "runs": "train"},
+)

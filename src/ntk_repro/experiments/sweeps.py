@@ -26,8 +26,8 @@ circle come close, the Gram has eigenvalues far below the O(n^-1/2) kernel fluct
 the kernel prediction then responds non-linearly to them (the gap's slope flattens to about
 −0.4 over these widths).
 
-Stages: ``training`` (one cell), ``tables`` (all cells → results/sweeps/summary.csv, one row
-per net), ``figures`` and ``checks`` (both from the table).
+Jobs: ``cell`` (one cell), ``table`` (all cells → results/sweeps/summary.csv, one row per
+net); then ``plot`` and ``check``, both from the table.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ import numpy as np
 import torch
 
 from ntk_repro import data
-from ntk_repro.kernels import kernel_ode_prediction, resolve_device, theta_inf
+from ntk_repro.device import resolve_device
+from ntk_repro.experiments import Experiment, Job
+from ntk_repro.kernels import kernel_ode_prediction, theta_inf
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
 from ntk_repro.training import train_ensemble
@@ -64,7 +66,7 @@ def dataset(p: dict) -> tuple[np.ndarray, np.ndarray]:
     return x, data.product_target(x)
 
 
-def training(p: dict, inputs, outputs, *, width: str, depth: str, beta: str, seed: str) -> None:
+def cell(p: dict, outputs, *, width: str, depth: str, beta: str, seed: str) -> None:
     """Train one cell's ``inits`` nets; save the per-net scalars (see the module docstring)."""
     width, depth, beta, seed = int(width), int(depth), float(beta), int(seed)
     arch = dict(depth=depth, beta=beta, activation=p["activation"],
@@ -100,10 +102,10 @@ def training(p: dict, inputs, outputs, *, width: str, depth: str, beta: str, see
                 final_loss=result.losses[:, -1].astype(np.float64), t=np.float64(t))
 
 
-def tables(p: dict, inputs, outputs) -> None:
+def table(p: dict, outputs, *, cells: list[str]) -> None:
     """One CSV row per trained net of every cell (floats in shortest round-trip form)."""
     rows = []
-    for path in inputs:
+    for path in cells:
         cell = load_arrays(path)
         name = Path(path).stem
         require_finite(f"sweeps cell {name}", d_init=cell["d_init"], change=cell["change"],
@@ -160,8 +162,8 @@ def _groups(table: dict[str, np.ndarray]):
         yield depth, beta, (table["depth"] == depth) & (table["beta"] == beta)
 
 
-def figures(p: dict, inputs, outputs) -> None:
-    table = read_table(inputs[0])
+def plot(p: dict, outputs, *, table: str) -> None:
+    table = read_table(table)
     fig, axes = new_figure(1, 3, width=11.5, height=3.8)
     widths_all = np.unique(table["width"])
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
@@ -195,8 +197,8 @@ def figures(p: dict, inputs, outputs) -> None:
     save_figure(fig, outputs)
 
 
-def checks(p: dict, inputs, outputs) -> None:
-    table = read_table(inputs[0])
+def check(p: dict, outputs, *, table: str) -> None:
+    table = read_table(table)
     rows = []
     for depth, beta, mask in _groups(table):
         w = table["width"][mask]
@@ -217,3 +219,29 @@ def checks(p: dict, inputs, outputs) -> None:
                 note=f"{why}; tolerance {SE_FACTOR:g} × OLS slope SE ({se:.3g}, {dof} dof)"))
     write_checks(outputs[0], rows)
 
+
+
+def _cells(p: dict) -> list[dict]:
+    return [{"width": w, "depth": d, "beta": b, "seed": s}
+            for w in p["widths"] for d in p["depths"] for b in p["betas"] for s in p["seeds"]]
+
+
+def _cell_mem_mb(p: dict, wildcards) -> int:
+    # The stacked float32 weights of `inits` members, twice (updates, NTK factors).
+    return 1000 + int(wildcards["width"]) ** 2 * int(wildcards["depth"]) * p["inits"] * 8 // 2**20
+
+
+EXPERIMENT = Experiment(
+    name="sweeps",
+    order=40,
+    # depth and beta are the cell's own (wildcards): model.depth and model.beta are not read.
+    uses=("seed", "device", "model.activation", "model.parametrization", "training"),
+    jobs=(
+        Job("cell", cell, "cells/w{width}_L{depth}_b{beta}_s{seed}.npz", each=_cells,
+            gpu=True, mem_mb=_cell_mem_mb, runtime=60),
+        Job("table", table, "summary.csv", inputs={"cells": "cell"}),
+    ),
+    plot=plot,
+    check=check,
+    figure_inputs={"table": "table"},
+)
