@@ -30,20 +30,37 @@ def named_inputs(exp, sources):
     return {**inputs, "code": str(exp.source)}
 
 
-def step_command(exp, step, sources, wildcards=()):
-    """The shell call of one step; torch and BLAS use exactly the job's threads."""
-    parts = [
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}",
-        f"python -m ntk_repro.run {exp.name} {step} --params {{params.cfg}}",
-    ]
-    for name, job_name in sources.items():
-        parts.append(f"--input {name} {{input.{name}:q}}")
-        if exp.job(job_name).each:
-            parts.append(f"--many {name}")
-    parts.append("--output {output:q}")
-    if wildcards:
-        parts.append("--wildcard " + " ".join(f"{w}={{wildcards.{w}}}" for w in wildcards))
-    return " ".join(parts) + " 2> {log:q}"
+# The one command line of every step. Rules are built in a loop and a rule's shell command is
+# evaluated again when its job runs, after the loop has moved on: so the command is the same
+# text for every rule, and what differs (experiment, step, inputs) comes through params.
+STEP_SHELL = (
+    "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+    "python -m ntk_repro.run {params.step} --params {params.cfg} {params.inputs} "
+    "--output {output:q} {params.wildcards} 2> {log:q}"
+)
+
+
+def input_args(exp, sources):
+    """params function: ``--input NAME FILE...`` per named input (``--many`` for lists)."""
+    many = {name for name, job_name in sources.items() if exp.job(job_name).each}
+
+    def args(wildcards, input):
+        parts = []
+        for name in sources:
+            files = input[name]
+            files = [files] if isinstance(files, str) else list(files)
+            parts.append(f"--input {name} " + " ".join(shlex.quote(f) for f in files))
+            if name in many:
+                parts.append(f"--many {name}")
+        return " ".join(parts)
+
+    return args
+
+
+def wildcard_args(wildcards):
+    """``--wildcard KEY=VALUE ...`` for the job's wildcards (nothing if it has none)."""
+    items = [f"{key}={shlex.quote(value)}" for key, value in wildcards.items()]
+    return "--wildcard " + " ".join(items) if items else ""
 
 
 def wildcard_values(exp, job):
@@ -72,3 +89,13 @@ def job_resources(exp, job):
 def log_name(exp, output):
     """logs/<experiment>/<output without its extension>: one log per job."""
     return f"logs/{exp.name}/{output.rsplit('.', 1)[0]}"
+
+
+def figure_outputs(exp):
+    """The figure of an experiment, png (in the report, with its caption) and pdf."""
+    png = report(
+        f"{RESULTS}/figures/{exp.name}.png",
+        caption=f"../report/{exp.name}.rst",
+        category="Figures",
+    )
+    return [png, f"{RESULTS}/figures/{exp.name}.pdf"]
