@@ -47,7 +47,7 @@ lint: $(STAMP)
 	$(RUN) snakemake --lint
 
 bench: $(STAMP)
-	$(RUN) python -m ntk_repro.bench --out results/bench
+	$(RUN) python -m benchmarks --out results/bench
 
 clean-results:
 	rm -rf results .snakemake
