@@ -170,3 +170,19 @@ def test_derived_c1_makes_the_bounds_hold_and_fails_for_relu():
     relu = c1_curve(r_relu, beta_relu, "scaled_relu", "balanced")
     assert relu[-1] > 10 * relu[:6].max() and np.all(np.diff(relu[-10:]) > 0)
     assert curve[-1] < 2 * curve[:6].max()
+
+
+def test_limit_refuses_complex_and_overflowing_inputs():
+    x = np.ones((2, 2))
+    kw = dict(stride=2, depth=2, beta=0.1, activation="scaled_relu")
+    with pytest.raises(ValueError, match="x must be real"):
+        deconv_ntk_limit(x + 1j, **kw)
+    with pytest.raises(ValueError, match="x: the kernel overflows.*1e\\+200"):
+        deconv_ntk_limit(x * 1e200 / np.sqrt(2), **kw)
+    with pytest.raises(ValueError, match="stride"):
+        deconv_ntk_limit(x, **(kw | dict(stride=1)))
+
+
+def test_limit_of_a_zero_input_without_bias_is_zero():
+    theta = deconv_ntk_limit(np.zeros((2, 1)), stride=2, depth=4, beta=0.0, activation="relu")
+    assert np.isfinite(theta).all() and not theta.any()

@@ -119,7 +119,7 @@ def test_generic_modules_match_explicit_jacobian_product():
 def test_batch_norm_after_last_layer_leaves_only_the_bias_in_the_constant_mode(out_dim):
     # With BatchNorm over the batch after the last non-linearity, Σ_i f(x_i) = N β b(L−1):
     # its gradient is N β on the last bias, so (1/N²) Σ_ij Θ_aa(x_i, x_j) = β² exactly
-    # (DESIGN.md §1). An exact identity of the whole-batch kernel, checked here at a larger
+    # (docs/design.md §1.6). An exact identity of the whole-batch kernel, checked here at a larger
     # width and batch than the explicit Jacobian test uses.
     beta = 0.3
     model = MLP(3, 16, 3, beta=beta, activation="tanh", out_dim=out_dim, norm="batch_last",

@@ -113,9 +113,9 @@ def test_regimes_stages(tmp_path):
     p = {**BASE, "depth": 4, "circle_points": 12, "sphere_points": 10, "sphere_dim": 3,
          "angle_points": 19}
     out = tmp_path / "regimes.npz"
-    regimes.kernels(p, [], [str(out)])
+    regimes.limit(p, [str(out)])
     first = out.read_bytes()
-    regimes.kernels(p, [], [str(out)])
+    regimes.limit(p, [str(out)])
     assert out.read_bytes() == first  # bit-for-bit regeneration
     res = load_arrays(out)
     assert res["circle_gram"].shape == (4, 12, 12) and res["curve"].shape == (4, 19)
@@ -124,37 +124,37 @@ def test_regimes_stages(tmp_path):
     # Freeze: nearly constant; chaos: smallest off-diagonal values.
     assert normalised[0][off].min() > 0.85  # 1 - d_4, d_L ≈ 0.9·r^(L/2) with r = 0.36
     assert normalised[3][off].mean() < normalised[2][off].mean() < normalised[0][off].mean()
-    regimes.figures(p, [str(out)], [str(tmp_path / "r.png")])
-    regimes.checks(p, [str(out)], [str(tmp_path / "r.csv")])
+    regimes.plot(p, [str(tmp_path / "r.png")], limit=str(out))
+    regimes.check(p, [str(tmp_path / "r.csv")], limit=str(out))
     rows = _rows(tmp_path / "r.csv")
-    assert len(rows) == 5 and all(r["passed"] == "True" for r in rows)
+    assert len(rows) == 5 and all(r["status"] == "pass" for r in rows)
 
 
 def test_phase_stages(tmp_path):
     p = {**BASE, "activations": ["relu", "erf", "tanh"], "beta_points": 11, "max_depth": 12,
          "cosine_points": 201, "sphere_points": 12, "sphere_dim": 8}
     out = tmp_path / "phase.npz"
-    phase.kernels(p, [], [str(out)])
+    phase.limit(p, [str(out)])
     res = load_arrays(out)
     np.testing.assert_allclose(res["r_quad_scaled_relu"], 1 - res["betas"] ** 2, atol=1e-13)
     # Odd σ: the rescaled σ is the normalised σ̄.
     np.testing.assert_allclose(res["r_quad_scaled_erf"], res["r_quad_normalized_erf"])
     assert (np.diff(np.abs(res["min_ratio"][3])) < 0).all()  # chaos: |min ratio| decays to 0
     assert (res["share"][0][-1] > 0.99) and (res["share"][3][-1] < 0.2)
-    phase.figures(p, [str(out)], [str(tmp_path / "p.png")])
-    phase.checks(p, [str(out)], [str(tmp_path / "p.csv")])
+    phase.plot(p, [str(tmp_path / "p.png")], limit=str(out))
+    phase.check(p, [str(tmp_path / "p.csv")], limit=str(out))
     rows = {r["claim"]: r for r in _rows(tmp_path / "p.csv")}
     assert len(rows) == 11
     for claim, row in rows.items():
         if "E[σ̄'" in claim or "scaled ReLU" in claim or "C·L·r^L" in claim:
-            assert row["passed"] == "True", claim
+            assert row["status"] == "pass", claim
 
 
 def test_speed_stages(tmp_path):
     p = {**BASE, "depth": 3, "n_train": 8, "sphere_dim": 3, "width": 16, "inits": 2,
          "steps": 30, "lr_fraction": 0.5}
     limit = tmp_path / "limit.npz"
-    speed.kernels(p, [], [str(limit)])
+    speed.limit(p, [str(limit)])
     lim = load_arrays(limit)
     # lr·η·λmax = 2·lr_fraction for every network.
     rate = loss_rate("half_mse", 8)
@@ -163,12 +163,12 @@ def test_speed_stages(tmp_path):
     runs = []
     for entry in NETWORKS:
         path = tmp_path / f"train_{entry['name']}.npz"
-        speed.training(p, [str(limit)], [str(path)], network=entry["name"])
+        speed.train(p, [str(path)], limit=str(limit), network=entry["name"])
         runs.append(str(path))
     with pytest.raises(ValueError, match="not configured"):
-        speed.training(p, [str(limit)], [str(tmp_path / "x.npz")], network="nope")
-    speed.figures(p, [str(limit)] + runs, [str(tmp_path / "s.png")])
-    speed.checks(p, [str(limit)] + runs, [str(tmp_path / "s.csv")])
+        speed.train(p, [str(tmp_path / "x.npz")], limit=str(limit), network="nope")
+    speed.plot(p, [str(tmp_path / "s.png")], limit=str(limit), runs=runs)
+    speed.check(p, [str(tmp_path / "s.csv")], limit=str(limit), runs=runs)
     assert len(_rows(tmp_path / "s.csv")) == 3
 
 
@@ -176,12 +176,12 @@ def test_spectrum_stages(tmp_path):
     p = {**BASE, "depth": 3, "sphere_dim": 3, "max_degree": 8, "quadrature_nodes": 256,
          "n_points": 160, "draws": 1, "decay_degree": 4}
     out = tmp_path / "eigen.npz"
-    spectrum.spectrum(p, [], [str(out)])
+    spectrum.eigen(p, [str(out)])
     res = load_arrays(out)
     # Mercer: the trace κ(1) against Σ N(d,k) μ_k, the missing tail beyond degree 8 positive.
     partial = (res["multiplicities"] * res["eigenvalues"]).sum(axis=1)
     assert (partial <= res["trace"] * (1 + 1e-9)).all() and (partial > 0.8 * res["trace"]).all()
-    spectrum.figures(p, [str(out)], [str(tmp_path / "e.png")])
-    spectrum.checks(p, [str(out)], [str(tmp_path / "e.csv")])
+    spectrum.plot(p, [str(tmp_path / "e.png")], eigen=str(out))
+    spectrum.check(p, [str(tmp_path / "e.csv")], eigen=str(out))
     rows = _rows(tmp_path / "e.csv")
-    assert len(rows) == 6 and all(r["passed"] == "True" for r in rows)
+    assert len(rows) == 6 and all(r["status"] == "pass" for r in rows)

@@ -233,3 +233,81 @@ def test_fused_cpu_path_matches_generic_path(spec, monkeypatch):
             for key in ("nngp", "ntk"):
                 assert np.abs(a[key] - b[key]).max() <= 1e-13 * np.abs(b[key]).max(), (key, kw)
         assert np.array_equal(fused[0]["ntk"], fused[0]["ntk"].T)
+
+
+def test_overflowing_inputs_raise_naming_the_input():
+    """Inputs of norm 1e200 used to give NaN Grams with only a RuntimeWarning."""
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    for kw in (dict(), dict(activation="erf"), dict(activation="tanh", depth=2)):
+        with pytest.raises(ValueError, match="x1: the kernel overflows.*1e\\+200"):
+            theta_inf(x * 1e200 / np.linalg.norm(x, axis=1, keepdims=True),
+                      **(dict(depth=3, beta=0.1) | kw))
+    with pytest.raises(ValueError, match="x1: the kernel overflows.*x2"):
+        nngp(x, x * 1e200, depth=2, beta=0.0)
+    # Finite inputs whose Θ (which grows like L·q) overflows in the last layers only.
+    big = x * 1e153 / np.linalg.norm(x, axis=1, keepdims=True) * np.sqrt(3)
+    with pytest.raises(ValueError, match="x1: the kernel overflows"):
+        theta_inf(big * 10, depth=40, beta=0.0, activation="scaled_relu")
+    with pytest.raises(ValueError, match="sq_norm"):
+        kernels_of_cosine([0.1, 0.5], depth=40, beta=0.0, activation="scaled_relu",
+                          sq_norm=1e307)
+
+
+def test_complex_inputs_are_refused_not_truncated():
+    z = np.ones((3, 2)) + 1j
+    with pytest.raises(ValueError, match="x1.*complex"):
+        theta_inf(z, depth=2, beta=0.1)
+    with pytest.raises(ValueError, match="x2.*complex"):
+        nngp(np.ones((3, 2)), z, depth=2, beta=0.1)
+    with pytest.raises(ValueError, match="cosine"):
+        kernels_of_cosine(np.array([0.5 + 0.1j]), depth=2, beta=0.1)
+
+
+@pytest.mark.parametrize("spec", ["relu", "scaled_relu", "erf"])
+def test_zero_inputs_without_bias_give_finite_kernels(spec, monkeypatch):
+    """A zero input with β = 0 has variance 0 at every layer; 0/0 in its correlation used to
+    give NaN Grams from depth 3 on. Its kernel row is 0 for ReLU; both paths agree."""
+    x = np.random.default_rng(1).standard_normal((9, 3))
+    x[4] = 0.0
+    kw = dict(depth=5, beta=0.0, activation=spec)
+    fused = kernel_matrices(x, **kw)
+    monkeypatch.setattr(kernels, "_fused_applies", lambda *args: False)
+    generic = kernel_matrices(x, **kw)
+    quadrature = kernel_matrices(x, method="quadrature", **kw)
+    for key in ("nngp", "ntk"):
+        assert np.isfinite(fused[key]).all()
+        assert np.abs(fused[key] - generic[key]).max() <= 1e-13 * np.abs(generic[key]).max()
+        assert np.abs(fused[key] - quadrature[key]).max() <= 1e-8 * np.abs(generic[key]).max()
+        if spec != "erf":
+            assert not fused[key][4].any()
+
+
+def test_layer_step_leaves_its_inputs_and_matches_the_gram():
+    x = np.random.default_rng(2).standard_normal((5, 3))
+    act = get_activation("erf")
+    sigma = torch.as_tensor(x @ x.T / 3 * 0.9 + 0.1)
+    q = torch.diagonal(sigma).clone()
+    theta = sigma.clone()
+    before = (sigma.clone(), theta.clone())
+    s2, t2 = kernels.layer_step(sigma, theta, q[:, None], q[None, :], act=act, gain=0.9,
+                                bias_var=0.1, method="auto")
+    assert torch.equal(sigma, before[0]) and torch.equal(theta, before[1])
+    gram = kernel_matrices(x, depth=2, beta=np.sqrt(0.1), activation="erf",
+                           parametrization="balanced")
+    np.testing.assert_allclose(s2.numpy(), gram["nngp"], rtol=1e-13)
+    np.testing.assert_allclose(t2.numpy(), gram["ntk"], rtol=1e-13)
+
+
+def test_linearised_flow_clips_negative_eigenvalues():
+    """The one guard: a negative eigenvalue of Θ (rounding) is taken as 0: no growing mode,
+    and Θ⁻¹(I − e^{−ηtΘ}) takes its λ → 0 limit ηt there."""
+    u = np.linalg.qr(np.random.default_rng(3).standard_normal((4, 4)))[0]
+    theta = u @ np.diag([2.0, 0.5, 0.0, -1e-14]) @ u.T
+    flow = kernels.linearised_flow(theta, 0.25)
+    assert (flow.eigenvalues >= 0).all()
+    decay = flow.decay(np.array([0.0, 3.0]))
+    assert decay.shape == (2, 4) and (decay <= 1.0).all() and (decay[0] == 1.0).all()
+    fitted = flow.fitted(3.0)
+    np.testing.assert_allclose(np.sort(fitted), np.sort([(1 - np.exp(-1.5)) / 2.0,
+                                                         (1 - np.exp(-0.375)) / 0.5, 0.75,
+                                                         0.75]), rtol=1e-14)

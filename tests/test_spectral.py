@@ -134,3 +134,10 @@ def test_validation():
         spectral.funk_hecke(lambda t: np.ones(3), 3, 2, nodes=8)
     with pytest.raises(ValueError, match="zero row"):
         spectral.cosines(np.zeros((2, 3)))
+
+
+def test_cosines_refuse_complex_and_nonfinite_points():
+    with pytest.raises(ValueError, match="x must be real"):
+        spectral.cosines(np.ones((3, 2)) + 1j)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        spectral.cosines(np.array([[1.0, np.nan], [0.0, 1.0]]))

@@ -32,9 +32,8 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 # --- base functions ---------------------------------------------------------------------------
 # Each base provides: the function, its derivative, and optionally closed forms of
-#   mean(q)          = E[σ(u)],            u ~ N(0, q)
-#   cross(q1,q2,c)   = E[σ(u) σ(v)],       (u, v) ~ N(0, [[q1, c], [c, q2]])
-#   dcross(q1,q2,c)  = E[σ'(u) σ'(v)]
+#   mean(q)          = E[σ(u)],                          u ~ N(0, q)
+#   pair(q1,q2,c)    = (E[σ(u) σ(v)], E[σ'(u) σ'(v)]),   (u, v) ~ N(0, [[q1, c], [c, q2]])
 # Arguments are broadcastable tensors.
 
 
@@ -45,50 +44,44 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 _RHO_SNAP = 8 * torch.finfo(torch.float64).eps
 
 
-def correlation(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
-    """ρ = c / √(q1 q2), clipped to [−1, 1], with rounding-level deviations from ±1 removed."""
-    rho = torch.clamp(c / torch.sqrt(q1 * q2), -1.0, 1.0)
+def _correlation(c: Tensor, norm: Tensor) -> Tensor:
+    """ρ = c / norm (norm = √(q1 q2)), clipped to [−1, 1], rounding-level deviations from ±1
+    removed, and 0 where a variance is 0 (a zero-variance unit is constant: any ρ gives the
+    same expectations, and 0/0 would spread NaN through every later layer)."""
+    rho = torch.clamp(torch.where((norm == 0) & (c == 0), 0.0, c / norm), -1.0, 1.0)
     return torch.where(rho.abs() > 1.0 - _RHO_SNAP, torch.sign(rho), rho)
 
 
-def _relu_cross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
-    # Arc-cosine kernel of degree 1.
-    norm = torch.sqrt(q1 * q2)
-    rho = correlation(q1, q2, c)
-    theta = torch.arccos(rho)
-    return norm * (torch.sin(theta) + (math.pi - theta) * rho) / (2.0 * math.pi)
+def correlation(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
+    """ρ = c / √(q1 q2), clipped to [−1, 1], with rounding-level deviations from ±1 removed."""
+    return _correlation(c, torch.sqrt(q1 * q2))
 
 
-def _relu_dcross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
-    # Arc-cosine kernel of degree 0: P(u > 0, v > 0).
-    return (math.pi - torch.arccos(correlation(q1, q2, c))) / (2.0 * math.pi)
+# The closed forms, each written once. They return (E[σ(u)σ(v)], E[σ'(u)σ'(v)]) together since
+# the two share their work; the single-expectation methods of Activation take one of the pair.
+# (The fused numpy Gram path in ntk_repro.kernels evaluates the same two formulas in its own
+# in-place operation order; tests hold the two to 1e-13.)
 
 
 def _relu_pair(q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    # Both arc-cosine kernels from one ρ and one arccos (half the work of calling each).
+    # Arc-cosine kernels of degree 1 and 0 (the latter is P(u > 0, v > 0)), θ = arccos ρ.
     norm = torch.sqrt(q1 * q2)
-    rho = torch.clamp(c / norm, -1.0, 1.0)
-    rho = torch.where(rho.abs() > 1.0 - _RHO_SNAP, torch.sign(rho), rho)
+    rho = _correlation(c, norm)
     rest = math.pi - torch.arccos(rho)  # π − θ
     sin = torch.sqrt(1.0 - rho * rho)   # sin θ, θ ∈ [0, π]
     return norm * (sin + rest * rho) / (2.0 * math.pi), rest / (2.0 * math.pi)
 
 
 def _erf_pair(q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    # E[erf erf] = (2/π) arcsin(2c/√((1+2q1)(1+2q2))); E[erf' erf'] is its derivative in c.
     root = torch.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2))
     arg = torch.clamp(2.0 * c / root, -1.0, 1.0)
     return ((2.0 / math.pi) * torch.arcsin(arg),
             (4.0 / math.pi) / (root * torch.sqrt(1.0 - arg * arg)))
 
 
-def _erf_cross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
-    arg = 2.0 * c / torch.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2))
-    return (2.0 / math.pi) * torch.arcsin(torch.clamp(arg, -1.0, 1.0))
-
-
-def _erf_dcross(q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
-    det = (1.0 + 2.0 * q1) * (1.0 + 2.0 * q2) - 4.0 * c * c
-    return (4.0 / math.pi) / torch.sqrt(det)
+def _identity_pair(q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    return c * torch.ones_like(q1 * q2), torch.ones_like(q1 * q2 * c)
 
 
 @dataclass(frozen=True)
@@ -97,9 +90,6 @@ class _Base:
     fn: Callable[[Tensor], Tensor]
     grad: Callable[[Tensor], Tensor]
     mean: Callable[[Tensor], Tensor] | None = None
-    cross: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
-    dcross: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
-    # (cross, dcross) together, sharing their common work; optional.
     pair: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
 
@@ -109,8 +99,6 @@ _BASES: dict[str, _Base] = {
         fn=torch.relu,
         grad=lambda z: (z > 0).to(z.dtype),
         mean=lambda q: torch.sqrt(q) / _SQRT_2PI,
-        cross=_relu_cross,
-        dcross=_relu_dcross,
         pair=_relu_pair,
     ),
     "erf": _Base(
@@ -118,8 +106,6 @@ _BASES: dict[str, _Base] = {
         fn=torch.erf,
         grad=lambda z: _TWO_OVER_SQRT_PI * torch.exp(-z * z),
         mean=torch.zeros_like,
-        cross=_erf_cross,
-        dcross=_erf_dcross,
         pair=_erf_pair,
     ),
     "tanh": _Base(
@@ -132,8 +118,7 @@ _BASES: dict[str, _Base] = {
         fn=lambda z: z,
         grad=torch.ones_like,
         mean=torch.zeros_like,
-        cross=lambda q1, q2, c: c * torch.ones_like(q1 * q2),
-        dcross=lambda q1, q2, c: torch.ones_like(q1 * q2 * c),
+        pair=_identity_pair,
     ),
 }
 
@@ -176,30 +161,19 @@ class Activation:
 
     @property
     def has_closed_form(self) -> bool:
-        base = self.base
-        needs_mean = self.shift != 0.0
-        return (
-            base.cross is not None
-            and base.dcross is not None
-            and (base.mean is not None or not needs_mean)
-        )
+        return self.base.pair is not None and (self.base.mean is not None or self.shift == 0.0)
 
     def closed_form_cross(self, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
         """E[σ(u)σ(v)] for (u, v) ~ N(0, [[q1, c], [c, q2]]), closed form."""
-        a, b = self.scale, self.shift
-        out = (a * a) * self.base.cross(q1, q2, c)
-        if b != 0.0:
-            out = out + (a * b) * (self.base.mean(q1) + self.base.mean(q2)) + b * b
-        return out
+        return self.closed_form_pair(q1, q2, c)[0]
 
     def closed_form_dcross(self, q1: Tensor, q2: Tensor, c: Tensor) -> Tensor:
         """E[σ'(u)σ'(v)], closed form."""
-        return (self.scale * self.scale) * self.base.dcross(q1, q2, c)
+        return self.closed_form_pair(q1, q2, c)[1]
 
     def closed_form_pair(self, q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        """(E[σ(u)σ(v)], E[σ'(u)σ'(v)]), closed form, sharing the work the two have in common."""
-        if self.base.pair is None:
-            return self.closed_form_cross(q1, q2, c), self.closed_form_dcross(q1, q2, c)
+        """(E[σ(u)σ(v)], E[σ'(u)σ'(v)]), closed form: the base's pair carried through the
+        affine map σ = a·base + b."""
         a, b = self.scale, self.shift
         cross, dcross = self.base.pair(q1, q2, c)
         cross = (a * a) * cross
@@ -215,8 +189,8 @@ def _standard_moments(base_name: str) -> tuple[float, float]:
 
     base = _BASES[base_name]
     one = torch.ones((), dtype=torch.float64)
-    if base.mean is not None and base.cross is not None:
-        return float(base.mean(one)), float(base.cross(one, one, one))
+    if base.mean is not None and base.pair is not None:
+        return float(base.mean(one)), float(base.pair(one, one, one)[0])
     m1 = expect_1d(lambda u: base.fn(u), one)
     m2 = expect_1d(lambda u: base.fn(u) ** 2, one)
     return float(m1), float(m2)

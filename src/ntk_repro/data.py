@@ -1,4 +1,4 @@
-"""Inputs and targets of the reproduced experiments (DESIGN.md §2).
+"""Inputs and targets of the reproduced experiments (docs/design.md §2–3).
 
 Everything is numpy in and numpy out (float64). Randomness comes only from an explicit
 ``seed``: an int (reproducible: the same int gives the same points) or a

@@ -12,7 +12,7 @@ axis) and is reached through the kernel tap k_ℓ(a) = a mod s: the fan-in of a 
 n_{ℓ−1} channels, and the pixels form a tree. Output pixel p reaches layer ℓ through the taps
 given by its base-s digits, so two pixels p, p' see the same weights in the top v layers
 exactly when s^v divides p − p' — the origin of checkerboard artefacts (Freeze & Chaos,
-arXiv 1907.05715, DESIGN.md §1).
+arXiv 1907.05715, docs/design.md §1.8).
 
 ``norm="batch"`` puts a BatchNorm without affine parameters or running statistics after every
 non-linearity (each channel centred and scaled over the batch and the pixels), as in DCGAN.
@@ -42,7 +42,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ntk_repro.kernels import check_hyperparameters, layer_expectations, resolve_device, weight_gain
+from ntk_repro.device import resolve_device
+from ntk_repro.kernels import check_hyperparameters, layer_step, weight_gain
+from ntk_repro.validation import as_real_tensor, check_int
 
 NORMS = (None, "batch")
 _BN_EPS = 1e-12  # only guards a division by an exactly constant channel
@@ -50,17 +52,11 @@ _TRANSPOSED_CONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d}
 _BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
 
 
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _spatial(shape, dim: int, name: str) -> tuple[int, ...]:
     shape = (shape,) * dim if isinstance(shape, (int, np.integer)) else tuple(shape)
     if len(shape) != dim:
         raise ValueError(f"{name} must have {dim} entries for dim={dim}, got {shape!r}")
-    return tuple(_positive_int(m, name) for m in shape)
+    return tuple(check_int(m, name, minimum=1) for m in shape)
 
 
 class DeconvNet(nn.Module):
@@ -90,8 +86,8 @@ class DeconvNet(nn.Module):
         self.activation = check_hyperparameters(depth, beta, activation, parametrization)
         for name, value in (("in_channels", in_channels), ("width", width),
                             ("out_channels", out_channels)):
-            _positive_int(value, name)
-        self.stride = _positive_int(stride, "stride", 2)
+            check_int(value, name, minimum=1)
+        self.stride = check_int(stride, "stride", minimum=2)
         if dim not in _TRANSPOSED_CONV:
             raise ValueError(f"dim must be 1 or 2, got {dim!r}")
         if norm not in NORMS:
@@ -391,30 +387,42 @@ def deconv_ntk_limit(x, *, stride: int, depth: int, beta: float, activation: str
     :class:`DeconvNet`. Returns float64 (P, P), P = ∏ m0·s^L. Memory O(P²).
     """
     act = check_hyperparameters(depth, beta, activation, parametrization)
-    xs = np.asarray(x, dtype=np.float64)
+    xs = as_real_tensor(x, "x").to(torch.float64).cpu().numpy()
     if xs.ndim not in (2, 3) or not np.isfinite(xs).all():
         raise ValueError(f"x must be a finite array (n0, *m0) with 1 or 2 spatial axes, "
                          f"got shape {xs.shape}")
-    stride = _positive_int(stride, "stride", 2)
+    stride = check_int(stride, "stride", minimum=2)
     dev = resolve_device(device)
     gain, b2 = weight_gain(float(beta), parametrization), float(beta) ** 2
     flat = torch.as_tensor(xs.reshape(xs.shape[0], -1), device=dev)
-    k_prev = flat.T @ flat / xs.shape[0]  # K(0): the input Gram over pixels
-    kdot_theta = torch.zeros_like(k_prev)  # K̇(0)·Θ(0) = 0: no parameters below layer 1
-    ancestors, taps = pixel_tree(xs.shape[1:], stride, 1, device=dev)
-    theta = None
-    for layer in range(1, depth + 1):
-        # One layer at a time: pixels of layer ℓ from those of layer ℓ − 1.
-        ancestors, taps = pixel_tree(xs.shape[1:], stride, layer, device=dev)
-        par, tap = ancestors[layer - 1], taps[layer]
-        same = (tap[:, None] == tap[None, :]).to(torch.float64)
-        sigma = gain * k_prev[par][:, par] * same + b2
-        theta = sigma + gain * same * kdot_theta[par][:, par]
-        if layer < depth:
-            q = torch.diagonal(sigma)
-            k_prev, kdot = layer_expectations(act, q[:, None], q[None, :], sigma, method)
-            kdot_theta = kdot * theta
+    k_input = flat.T @ flat / xs.shape[0]  # K(0): the input Gram over pixels
+    # Layer 1 has no activation below it and Θ(1) = Σ̃(1) (no parameters below layer 1).
+    sigma = _tree_connector(xs.shape[1:], stride, 1, dev)(k_input).mul_(gain).add_(b2)
+    theta = sigma.clone()
+    for layer in range(2, depth + 1):
+        q = torch.diagonal(sigma)
+        sigma, theta = layer_step(sigma, theta, q[:, None], q[None, :], act=act, gain=gain,
+                                  bias_var=b2, method=method,
+                                  connect=_tree_connector(xs.shape[1:], stride, layer, dev))
+    if not bool(torch.isfinite(theta).all()):
+        scale = float(np.abs(xs).max())  # the norm without overflow in its squares
+        norm = scale * float(np.sqrt(((xs / scale) ** 2).sum(0)).max())
+        raise ValueError(f"x: the kernel overflows float64 for this input (largest pixel "
+                         f"norm {norm:.3g}); rescale the input")
     return theta.cpu().numpy()
+
+
+def _tree_connector(input_shape, stride: int, layer: int, device):
+    """The map from pairs of pixels of layer ℓ − 1 to pairs of layer ℓ: gather the parents'
+    values, zero the pairs reached through different kernel taps (their weights differ)."""
+    ancestors, taps = pixel_tree(input_shape, stride, layer, device=device)
+    par, tap = ancestors[layer - 1], taps[layer]
+    same = (tap[:, None] == tap[None, :]).to(torch.float64)
+
+    def connect(values: torch.Tensor) -> torch.Tensor:
+        return values[par][:, par] * same
+
+    return connect
 
 
 def split_pair_ntk(v_max: int, *, beta: float, activation: str,
@@ -430,19 +438,19 @@ def split_pair_ntk(v_max: int, *, beta: float, activation: str,
     only adds c·r^{v+1}·… to it). Returns float64 arrays (v_max + 1,) (diag, cross).
     """
     act = check_hyperparameters(1, beta, activation, parametrization)
-    v_max = _positive_int(v_max, "v_max", 0)
+    v_max = check_int(v_max, "v_max", minimum=0)
     gain, b2 = weight_gain(float(beta), parametrization), float(beta) ** 2
     # Layer L − v: variance c·‖x‖²/n0 + β² (= c·E[σ²] + β² higher up), covariance β² only.
     q = torch.tensor(gain + b2, dtype=torch.float64)
     cov = torch.tensor(b2, dtype=torch.float64)
     diag, cross = [float(q)], [float(cov)]
     theta_diag, theta_cross = q.clone(), cov.clone()
+    step = dict(act=act, gain=gain, bias_var=b2, method=method)
     for _ in range(v_max):
-        k_qq, kdot_qq = layer_expectations(act, q, q, q, method)
-        k_qc, kdot_qc = layer_expectations(act, q, q, cov, method)
-        theta_diag = gain * k_qq + b2 + gain * kdot_qq * theta_diag
-        theta_cross = gain * k_qc + b2 + gain * kdot_qc * theta_cross
-        q, cov = gain * k_qq + b2, gain * k_qc + b2
+        # Both pixels have variance q at every layer; only their covariance differs.
+        q_next, theta_diag = layer_step(q, theta_diag, q, q, **step)
+        cov, theta_cross = layer_step(cov, theta_cross, q, q, **step)
+        q = q_next
         diag.append(float(theta_diag))
         cross.append(float(theta_cross))
     return np.array(diag), np.array(cross)

@@ -1,14 +1,16 @@
 """Infinite-width kernels of fully connected nets: the NNGP Σ(L) and the NTK Θ∞(L).
 
-Recursion (DESIGN.md §1), with c = s_W² (``ntk2018``: s_W = 1; ``balanced``: s_W = √(1−β²)):
+Recursion (docs/design.md §1.3), with c = s_W² (``ntk2018``: s_W = 1; ``balanced``: s_W = √(1−β²)):
 
     Σ(1)(x,y)   = c · xᵀy / n0 + β²
     Σ(ℓ+1)(x,y) = c · E[σ(u)σ(v)] + β²,        (u, v) ~ N(0, Σ(ℓ) on {x, y})
     Σ̇(ℓ+1)(x,y) = c · E[σ'(u)σ'(v)]
     Θ(1) = Σ(1),    Θ(ℓ+1) = Θ(ℓ) · Σ̇(ℓ+1) + Σ(ℓ+1)
 
-``depth`` is L, the number of weight layers. The layer map is one small pure function of the
-2×2 covariance (q1, q2, c) of each pair; the Gram is that map applied tile by tile, so an
+``depth`` is L, the number of weight layers. The layer map (:func:`layer_step`) is one small
+pure function of the 2×2 covariance (q1, q2, c) of each pair, used by the Gram, the cosine
+form, the diagonal variances and the deconvolution pixel tree (:mod:`ntk_repro.deconv`). The
+Gram is that map applied tile by tile, so an
 N×N output is the only N×N allocation (N = 20000 is 3.2 GB in float64) and no tile ever holds
 more than a few of its own temporaries. The expectations come from the activation's closed form
 where it exists (``method="auto"`` or ``"closed"``) or from the quadrature core in
@@ -16,6 +18,11 @@ where it exists (``method="auto"`` or ``"closed"``) or from the quadrature core 
 
 Inputs are numpy arrays (N, n0); outputs numpy float64. Computation runs in torch float64 on
 ``device`` (default CPU; ``"cuda"`` when available).
+
+Overflow: the kernels grow like ‖x‖² (ReLU) and are homogeneous only in special cases, so
+inputs too large for float64 are not rescaled: a Gram with NaN or inf anywhere raises
+ValueError naming the input and its largest norm (as does a NaN or inf from the cosine form
+and the deconvolution limit). Complex input is refused, not truncated.
 """
 
 from __future__ import annotations
@@ -23,13 +30,16 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
 from ntk_repro.activations import _RHO_SNAP, Activation, get_activation
+from ntk_repro.device import resolve_device  # re-export: other modules import it from here
 from ntk_repro.gauss import expect_2d
+from ntk_repro.validation import as_real_tensor, check_choice, check_int, check_points, check_real
 
 PARAMETRIZATIONS = ("ntk2018", "balanced")
 METHODS = ("auto", "closed", "quadrature")
@@ -46,53 +56,31 @@ _FUSED_TILE = 192
 
 def weight_gain(beta: float, parametrization: str) -> float:
     """s_W² for the given parametrisation."""
-    if parametrization == "ntk2018":
-        return 1.0
-    if parametrization == "balanced":
-        return 1.0 - beta * beta
-    raise ValueError(
-        f"parametrization {parametrization!r} is unknown; choose one of {list(PARAMETRIZATIONS)}"
-    )
+    check_choice(parametrization, "parametrization", PARAMETRIZATIONS)
+    return 1.0 if parametrization == "ntk2018" else 1.0 - beta * beta
 
 
 def check_hyperparameters(depth, beta, activation, parametrization) -> Activation:
     """Validate the architecture arguments shared by kernels, networks and training."""
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating, np.integer)):
-        raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
-    if not (0.0 <= float(beta) <= 1.0):
-        raise ValueError(f"beta must lie in [0, 1], got {beta!r}")
-    weight_gain(float(beta), parametrization)
+    check_int(depth, "depth", minimum=1)
+    check_real(beta, "beta", minimum=0.0, maximum=1.0)
+    check_choice(parametrization, "parametrization", PARAMETRIZATIONS)
     return get_activation(activation)
 
 
-def resolve_device(device) -> torch.device:
-    """``None``/"cpu" → CPU; "auto" → CUDA when torch sees it; "cuda" must exist."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device {device!r} is not a torch device: {err}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but torch sees no CUDA device")
-    return dev
+def _largest_norm(x: np.ndarray) -> float:
+    """max_i ‖x_i‖ without overflow in the squares (for error messages)."""
+    scale = np.abs(x).max(axis=1)
+    unit = x / np.where(scale > 0, scale, 1.0)[:, None]
+    return float((scale * np.linalg.norm(unit, axis=1)).max())
 
 
-def check_inputs(x, name: str, n0: int | None = None) -> np.ndarray:
-    """Return ``x`` as a float64 (N, n0) array, or raise ValueError naming the argument."""
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a numeric array: {err}") from None
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must have shape (N, n0) with N, n0 >= 1, got {arr.shape}")
-    if n0 is not None and arr.shape[1] != n0:
-        raise ValueError(f"{name} has input dimension {arr.shape[1]}, expected {n0} as in x1")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return arr
+def _overflow_error(named: dict[str, np.ndarray]) -> ValueError:
+    """The ValueError for a non-finite Gram, naming the inputs and their largest norms."""
+    norms = ", ".join(f"{name}: {_largest_norm(x):.3g}" for name, x in named.items())
+    first = next(iter(named))
+    return ValueError(f"{first}: the kernel overflows float64 for these inputs (largest "
+                      f"norm {norms}); rescale the inputs")
 
 
 # --- the layer map -----------------------------------------------------------------------------
@@ -109,13 +97,44 @@ def layer_expectations(act: Activation, q1, q2, cov, method: str):
     return expect_2d(act, act, q1, q2, cov), expect_2d(act.derivative, act.derivative, q1, q2, cov)
 
 
+def layer_step(sigma: torch.Tensor, theta: torch.Tensor | None, q1, q2, *, act: Activation,
+               gain: float, bias_var: float, method: str,
+               connect: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """One layer of the recursion: (Σ(ℓ), Θ(ℓ)) → (Σ(ℓ+1), Θ(ℓ+1)) on pairs of units.
+
+        Σ(ℓ+1) = c · E[σ(u)σ(v)] + β²,    Θ(ℓ+1) = Θ(ℓ) · c · E[σ'(u)σ'(v)] + Σ(ℓ+1)
+
+    with (u, v) ~ N(0, [[q1, Σ(ℓ)], [Σ(ℓ), q2]]), c = ``gain`` and β² = ``bias_var``.
+    ``q1`` / ``q2`` broadcast against ``sigma`` (the variances of the two units of each pair);
+    ``theta`` is None when only Σ is wanted (then None is returned for Θ). The inputs are not
+    modified.
+
+    ``connect`` is for layers that are not fully connected: it maps a quantity on the pairs of
+    layer ℓ to the pairs of layer ℓ + 1 (the deconvolution's pixel tree gathers the parents
+    and zeroes the pairs reached through different kernel taps). It is applied to E[σσ] and
+    to E[σ'σ']·Θ(ℓ); the factor c then multiplies the connected product, in that order.
+    """
+    cross, dcross = layer_expectations(act, q1, q2, sigma, method)
+    carried = None
+    if connect is not None:
+        cross = connect(cross)
+        carried = None if theta is None else connect(dcross * theta)
+    sigma_next = cross.mul_(gain).add_(bias_var)
+    if theta is None:
+        return sigma_next, None
+    # The two orders of the products are those the results were computed with (kept bit for
+    # bit): Θ·(c·E[σ'σ']) for dense layers, c·connect(E[σ'σ']·Θ) through a pixel tree.
+    theta_next = theta * dcross.mul_(gain) if carried is None else carried.mul_(gain)
+    return sigma_next, theta_next.add_(sigma_next)
+
+
 def _diagonal_variances(sq_norm: torch.Tensor, depth, beta, gain, act, method) -> list:
     """q_ℓ = Σ(ℓ)(x, x) for ℓ = 1 … depth, each of the shape of ``sq_norm`` (= ‖x‖²/n0)."""
     q = gain * sq_norm + beta * beta
     out = [q]
     for _ in range(depth - 1):
-        cross, _ = layer_expectations(act, q, q, q, method)
-        q = gain * cross + beta * beta
+        q, _ = layer_step(q, None, q, q, act=act, gain=gain, bias_var=beta * beta,
+                          method=method)
         out.append(q)
     return out
 
@@ -127,12 +146,9 @@ def _propagate(sigma, q_rows, q_cols, depth, beta, gain, act, method, want_ntk: 
     the row and column points at layer ℓ + 1).
     """
     theta = sigma.clone() if want_ntk else None
-    b2 = beta * beta
     for layer in range(depth - 1):
-        cross, dcross = layer_expectations(act, q_rows[layer], q_cols[layer], sigma, method)
-        sigma = cross.mul_(gain).add_(b2)
-        if want_ntk:
-            theta.mul_(dcross.mul_(gain)).add_(sigma)
+        sigma, theta = layer_step(sigma, theta, q_rows[layer], q_cols[layer], act=act,
+                                  gain=gain, bias_var=beta * beta, method=method)
     return sigma, theta
 
 
@@ -146,6 +162,12 @@ def _tiles(n1: int, n2: int, symmetric: bool, tile: int | None = None
 
 
 # --- fused CPU path for the closed forms ------------------------------------------------------
+#
+# This path keeps its own in-place loop for speed. It evaluates the same layer map as
+# layer_step with the same closed forms as activations._relu_pair / _erf_pair, but in its own
+# operation order (fused passes over cache-sized tiles, ρ from per-point factors), so it agrees
+# with the torch path to rounding (~1e-13, tested) rather than bit for bit; each path's own
+# bits are fixed because result files are computed with them.
 #
 # For σ = a·relu + b and σ = a·erf + b both expectations are functions of a correlation
 # ρ = c · r(q1) · r(q2) times products of per-point factors, so a layer of the recursion is
@@ -219,6 +241,7 @@ def _fused_gram(a: np.ndarray, b: np.ndarray, symmetric: bool, q_a: list, q_b: l
     outputs = {g: np.empty((n1, n2), dtype=np.float64) for g in get}
     want_ntk = "ntk" in get
     local = threading.local()
+    overflowed = []  # tiles with NaN or inf (checked while they are in cache)
 
     def run(block: tuple[slice, slice]) -> None:
         rows, cols = block
@@ -283,6 +306,8 @@ def _fused_gram(a: np.ndarray, b: np.ndarray, symmetric: bool, q_a: list, q_b: l
                     theta += sig
         for name, tile_out in (("nngp", sig), ("ntk", theta)):
             if name in outputs:
+                if not np.isfinite(tile_out).all():
+                    overflowed.append(block)
                 outputs[name][rows, cols] = tile_out
                 if symmetric and rows != cols:
                     outputs[name][cols, rows] = tile_out.T
@@ -296,6 +321,8 @@ def _fused_gram(a: np.ndarray, b: np.ndarray, symmetric: bool, q_a: list, q_b: l
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for _ in pool.map(run, blocks):  # re-raises a worker's exception
                 pass
+    if overflowed:
+        raise _overflow_error({"x1": a} if symmetric else {"x1": a, "x2": b})
     return outputs
 
 
@@ -328,14 +355,14 @@ def kernel_matrices(
     dict mapping each requested name to a float64 array (N1, N2).
     """
     act = check_hyperparameters(depth, beta, activation, parametrization)
-    if method not in METHODS:
-        raise ValueError(f"method {method!r} is unknown; choose one of {list(METHODS)}")
+    check_choice(method, "method", METHODS)
     get = tuple(get)
     if not get or any(g not in ("nngp", "ntk") for g in get):
         raise ValueError(f"get must name 'nngp' and/or 'ntk', got {get!r}")
-    a = check_inputs(x1, "x1")
+    a = check_points(x1, "x1")
     symmetric = x2 is None
-    b = a if symmetric else check_inputs(x2, "x2", n0=a.shape[1])
+    b = a if symmetric else check_points(x2, "x2", dim=a.shape[1])
+    named = {"x1": a} if symmetric else {"x1": a, "x2": b}
     dev = resolve_device(device)
     beta = float(beta)
     gain = weight_gain(beta, parametrization)
@@ -345,6 +372,8 @@ def kernel_matrices(
     tb = ta if symmetric else torch.as_tensor(b, device=dev)
     q_a = _diagonal_variances((ta * ta).sum(1) / n0, depth, beta, gain, act, method)
     q_b = q_a if symmetric else _diagonal_variances((tb * tb).sum(1) / n0, depth, beta, gain, act, method)
+    if not all(bool(torch.isfinite(q).all()) for q in q_a + q_b):
+        raise _overflow_error(named)
     if _fused_applies(act, method, dev):
         return _fused_gram(a, b, symmetric, [q.numpy() for q in q_a],
                            [q.numpy() for q in q_b], depth, beta, gain, act, get)
@@ -369,6 +398,8 @@ def kernel_matrices(
         for name, tile in (("nngp", sigma), ("ntk", theta)):
             if name not in outputs:
                 continue
+            if not bool(torch.isfinite(tile).all()):
+                raise _overflow_error(named)
             block = tile.cpu().numpy()
             outputs[name][rows, cols] = block
             if symmetric and rows != cols:
@@ -419,11 +450,13 @@ def kernels_of_cosine(
     (nngp, ntk) : float64 arrays of the shape of ``cosine``.
     """
     act = check_hyperparameters(depth, beta, activation, parametrization)
-    t = np.asarray(cosine, dtype=np.float64)
+    check_choice(method, "method", METHODS)
+    # (reshape: a scalar cosine comes back from the tensor conversion with shape (1,))
+    t = as_real_tensor(cosine, "cosine").to(torch.float64).cpu().numpy()
+    t = t.reshape(np.shape(cosine))
     if not np.isfinite(t).all() or np.abs(t).max(initial=0.0) > 1.0 + 1e-12:
         raise ValueError("cosine must be finite and lie in [-1, 1]")
-    if not (np.isfinite(sq_norm) and sq_norm > 0):
-        raise ValueError(f"sq_norm must be positive, got {sq_norm!r}")
+    sq_norm = check_real(sq_norm, "sq_norm", minimum=0.0, exclusive_minimum=True)
     beta = float(beta)
     gain = weight_gain(beta, parametrization)
     tt = torch.as_tensor(np.clip(t, -1.0, 1.0))
@@ -431,7 +464,42 @@ def kernels_of_cosine(
                             gain, act, method)
     sigma = tt * (gain * sq_norm) + beta * beta
     sigma, theta = _propagate(sigma, q, q, depth, beta, gain, act, method, True)
+    if not (bool(torch.isfinite(sigma).all()) and bool(torch.isfinite(theta).all())):
+        raise ValueError(f"sq_norm: the kernel overflows float64 at sq_norm = {sq_norm:.3g}; "
+                         "rescale the inputs")
     return sigma.numpy(), theta.numpy()
+
+
+@dataclass(frozen=True)
+class LinearisedFlow:
+    """Gradient flow ∂t f = η Θ (y − f) on the training points with Θ held fixed, solved in
+    the eigenbasis Θ = U diag(λ) Uᵀ.
+
+    The one guard: Θ is positive semi-definite, so a negative eigenvalue is rounding of a zero
+    one; ``eigenvalues`` are clipped at 0 (no growing mode, and the λ → 0 limit of the
+    fitted factor).
+    """
+
+    eigenvalues: np.ndarray   # (N,), >= 0
+    eigenvectors: np.ndarray  # (N, N), columns
+    rate: float               # η
+
+    def decay(self, times) -> np.ndarray:
+        """e^{−η t λ_i}, the spectrum of e^{−ηtΘ}: (T, N) for times (T,)."""
+        return np.exp(-self.rate * np.outer(times, self.eigenvalues))
+
+    def fitted(self, t: float) -> np.ndarray:
+        """(1 − e^{−η t λ_i}) / λ_i, the spectrum of Θ⁻¹(I − e^{−ηtΘ}); η t where λ_i = 0.
+        (N,) for a time t; expm1 keeps it accurate for tiny λ_i."""
+        ev = self.eigenvalues
+        return np.where(ev > 0, -np.expm1(-self.rate * t * ev) / np.where(ev > 0, ev, 1.0),
+                        self.rate * t)
+
+
+def linearised_flow(theta_train, rate: float) -> LinearisedFlow:
+    """The eigen-solve of the linearised dynamics for a training Gram Θ (N, N) and rate η."""
+    evals, evecs = np.linalg.eigh(theta_train)
+    return LinearisedFlow(np.maximum(evals, 0.0), evecs, rate)
 
 
 def kernel_ode_prediction(theta_test_train, theta_train, y_train, f0_train, f0_test, t,
@@ -448,13 +516,11 @@ def kernel_ode_prediction(theta_test_train, theta_train, y_train, f0_train, f0_t
     f0_test (M,) or (M, k); t a float. Returns (M,) or (M, k).
     """
     n = theta_train.shape[0] if n_train is None else n_train
-    rate = loss_rate(loss, n)
-    evals, evecs = np.linalg.eigh(theta_train)
+    flow = linearised_flow(theta_train, loss_rate(loss, n))
+    evecs = flow.eigenvectors
     resid = np.asarray(y_train, dtype=np.float64) - np.asarray(f0_train, dtype=np.float64)
     coef = evecs.T @ resid
-    # Θ⁻¹(I − e^{−ηtΘ}) applied in the eigenbasis; stable for tiny eigenvalues via expm1.
-    scale = -np.expm1(-rate * t * evals) / np.where(evals > 0, evals, np.inf)
-    scale = np.where(evals > 0, scale, rate * t)
+    scale = flow.fitted(t)
     weights = evecs @ ((scale.reshape(-1, *([1] * (coef.ndim - 1)))) * coef)
     return np.asarray(f0_test, dtype=np.float64) + theta_test_train @ weights
 
@@ -473,11 +539,9 @@ def kernel_ode_gaussian(theta_test_train, theta_train, sigma_test_diag, sigma_te
     sigma_test_diag (M,); y_train (N,). Returns (mean (M,), var (M,)), float64.
     """
     theta_train = np.asarray(theta_train, dtype=np.float64)
-    rate = loss_rate(loss, theta_train.shape[0])
-    evals, evecs = np.linalg.eigh(theta_train)
-    scale = np.where(evals > 0, -np.expm1(-rate * t * evals) / np.where(evals > 0, evals, 1.0),
-                     rate * t)
-    a = np.asarray(theta_test_train) @ (evecs * scale) @ evecs.T  # A(x), (M, N)
+    flow = linearised_flow(theta_train, loss_rate(loss, theta_train.shape[0]))
+    evecs = flow.eigenvectors
+    a = np.asarray(theta_test_train) @ (evecs * flow.fitted(t)) @ evecs.T  # A(x), (M, N)
     mean = a @ np.asarray(y_train, dtype=np.float64)
     var = (np.asarray(sigma_test_diag) - 2.0 * np.einsum("mn,mn->m", a, sigma_test_train)
            + np.einsum("mn,nk,mk->m", a, sigma_train, a))
@@ -494,14 +558,18 @@ def loss_rate(loss: str, n: int) -> float:
 
 
 __all__ = [
+    "LinearisedFlow",
     "PARAMETRIZATIONS",
     "kernel_matrices",
     "kernel_ode_gaussian",
     "kernel_ode_prediction",
     "kernels_of_cosine",
     "layer_expectations",
+    "layer_step",
+    "linearised_flow",
     "loss_rate",
     "nngp",
+    "resolve_device",
     "theta_inf",
     "weight_gain",
 ]

@@ -1,4 +1,4 @@
-"""Finite-width fully connected nets in the NTK parametrisation (DESIGN.md §1).
+"""Finite-width fully connected nets in the NTK parametrisation (docs/design.md §1.1).
 
     α̃(ℓ+1) = s_W / √n_ℓ · W(ℓ) α(ℓ) + β · b(ℓ),   α(ℓ+1) = σ(α̃(ℓ+1)),   f = α̃(L)
 

@@ -32,21 +32,19 @@ from typing import Callable
 import numpy as np
 import scipy.special
 
+from ntk_repro.validation import check_int, check_points
+
 # Default number of Gauss–Jacobi nodes: the ReLU NTK on the circle (the slowest case, error
 # ~ n^−3 for d = 2) is then accurate to ~1e-6 relative in its leading eigenvalues.
 DEFAULT_NODES = 4096
 
 
 def _check_dim(d) -> int:
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2:
-        raise ValueError(f"dimension d must be an integer >= 2 (the sphere S^(d-1)), got {d!r}")
-    return int(d)
+    return check_int(d, "dimension d", minimum=2)  # the sphere S^(d-1)
 
 
 def _check_degree(k, name: str = "degree") -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {k!r}")
-    return int(k)
+    return check_int(k, name, minimum=0)
 
 
 def multiplicity(d: int, k: int) -> int:
@@ -96,8 +94,7 @@ def cosine_quadrature(d: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     weight function being (1 − t²)^{(d−3)/2} divided by its integral B(1/2, (d−1)/2).
     """
     d = _check_dim(d)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n (quadrature nodes) must be an integer >= 1, got {n!r}")
+    n = check_int(n, "n (quadrature nodes)", minimum=1)
     alpha = (d - 3) / 2.0
     nodes, weights = scipy.special.roots_jacobi(int(n), alpha, alpha)
     # ∫_{−1}^{1} (1 − t²)^α dt = B(1/2, α + 1): divide by the exact value, not by Σ w.
@@ -145,8 +142,7 @@ def funk_hecke(kappa: Callable[[np.ndarray], np.ndarray], d: int, max_degree: in
     FunkHecke with float64 arrays of shape (max_degree + 1,).
     """
     d, max_degree = _check_dim(d), _check_degree(max_degree, "max_degree")
-    if isinstance(nodes, bool) or not isinstance(nodes, (int, np.integer)) or nodes < 2:
-        raise ValueError(f"nodes must be an integer >= 2, got {nodes!r}")
+    nodes = check_int(nodes, "nodes", minimum=2)
     results = []
     for n in (int(nodes), int(nodes) // 2):
         t, w = cosine_quadrature(d, n)
@@ -182,9 +178,7 @@ def expand(eigenvalues, mults, count: int | None = None) -> tuple[np.ndarray, np
 def cosines(x) -> np.ndarray:
     """The matrix of cosines x_iᵀx_j/(‖x_i‖‖x_j‖) of points x (N, d), clipped to [−1, 1],
     with an exact 1 on the diagonal: (N, N) float64."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or 0 in x.shape:
-        raise ValueError(f"x must have shape (N, d), got {x.shape}")
+    x = check_points(x, "x")
     norms = np.linalg.norm(x, axis=1)
     if (norms == 0).any():
         raise ValueError("x has a zero row: it has no direction on the sphere")

@@ -1,4 +1,4 @@
-"""Gradient-descent training of an ensemble of finite-width MLPs (DESIGN.md §1–2).
+"""Gradient-descent training of an ensemble of finite-width MLPs (docs/design.md §1.4, §2).
 
 K = len(seeds) independent initialisations of one architecture are trained together: the
 parameters of layer ℓ are stacked into W(ℓ) of shape (K, n_{ℓ+1}, n_ℓ) and b(ℓ) of shape

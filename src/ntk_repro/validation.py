@@ -98,7 +98,7 @@ def as_real_tensor(x, name: str) -> torch.Tensor:
             raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
         if arr.dtype.kind not in "biuf":
             raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(np.ascontiguousarray(arr).reshape(arr.shape))  # keeps 0-d
     if t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{name} must be real numbers, got dtype {t.dtype}")
     return t

@@ -98,6 +98,17 @@ class Experiment:
         return Path(importlib.import_module(f"{__name__}.{self.name}").__file__)
 
 
+def over(wildcard: str, config_key: str) -> Callable[[dict], list[dict]]:
+    """``each`` of a job that runs once per value of a configured list, e.g. widths."""
+    return lambda p: [{wildcard: value} for value in p[config_key]]
+
+
+def ensemble_mem_mb(p: dict, wildcards: Mapping[str, str]) -> int:
+    """Memory of ``p["inits"]`` stacked float32 nets of the job's width: weights, gradients
+    and their copies (4 × 12 bytes per weight), plus 2 GB for the interpreter and data."""
+    return 2000 + int(wildcards["width"]) ** 2 * 12 * p.get("inits", 1) // 2**20 * 4
+
+
 def _discover() -> dict[str, Experiment]:
     found = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

@@ -27,7 +27,7 @@ import torch
 from ntk_repro import data, kernels
 from ntk_repro.device import resolve_device
 from ntk_repro.empirical import empirical_ntk
-from ntk_repro.experiments import Experiment, Job
+from ntk_repro.experiments import Experiment, Job, ensemble_mem_mb, over
 from ntk_repro.networks import MLP
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
@@ -199,11 +199,6 @@ def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
     write_checks(outputs[0], rows)
 
 
-def _train_mem_mb(p: dict, wildcards) -> int:
-    # Stacked float32 weights, gradients and optimiser copies of `inits` members.
-    return 2000 + int(wildcards["width"]) ** 2 * 12 * p["inits"] // 2**20 * 4
-
-
 EXPERIMENT = Experiment(
     name="fig1",
     order=10,
@@ -211,8 +206,8 @@ EXPERIMENT = Experiment(
     jobs=(
         Job("limit", limit, "theta_inf.npz"),
         Job("train", train, "train_w{width}.npz",
-            each=lambda p: [{"width": w} for w in p["widths"]],
-            threads=2, gpu=True, mem_mb=_train_mem_mb, runtime=120),
+            each=over("width", "widths"), threads=2, gpu=True, mem_mb=ensemble_mem_mb,
+            runtime=120),
     ),
     plot=plot,
     check=check,

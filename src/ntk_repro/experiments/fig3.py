@@ -32,7 +32,7 @@ from ntk_repro import data as datasets
 from ntk_repro import kernels
 from ntk_repro.device import resolve_device
 from ntk_repro.empirical import empirical_ntk
-from ntk_repro.experiments import Experiment, Job
+from ntk_repro.experiments import Experiment, Job, ensemble_mem_mb
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
 from ntk_repro.training import train_ensemble
@@ -405,8 +405,7 @@ EXPERIMENT = Experiment(
             each=lambda p: [{"width": w, "trial": t} for w in p["widths"]
                             for t in range(p["trials"])],
             inputs={"images": "images", "spectrum": "spectrum"},
-            threads=2, gpu=True, runtime=240,
-            mem_mb=lambda p, wildcards: 2000 + int(wildcards["width"]) ** 2 * 12 // 2**20 * 4),
+            threads=2, gpu=True, mem_mb=ensemble_mem_mb, runtime=240),  # one net: no inits
     ),
     plot=plot,
     check=check,

@@ -31,7 +31,7 @@ import torch
 from ntk_repro import data
 from ntk_repro.empirical import empirical_ntk
 from ntk_repro.device import resolve_device
-from ntk_repro.experiments import Experiment, Job
+from ntk_repro.experiments import Experiment, Job, over
 from ntk_repro.kernels import theta_inf
 from ntk_repro.networks import MLP
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
@@ -264,10 +264,10 @@ EXPERIMENT = Experiment(
     jobs=(
         Job("limit", limit, "limit.npz"),
         Job("layer", nets, "layer_w{width}.npz", fixed={"norm": "layer"},
-            each=lambda p: [{"width": w} for w in p["widths"]],
+            each=over("width", "widths"),
             mem_mb=_nets_mem_mb("layer"), runtime=30),
         Job("batch_last", nets, "batch_last_w{width}.npz", fixed={"norm": "batch_last"},
-            each=lambda p: [{"width": w} for w in p["bn_widths"]],
+            each=over("width", "bn_widths"),
             mem_mb=_nets_mem_mb("batch_last"), runtime=30),
     ),
     plot=plot,

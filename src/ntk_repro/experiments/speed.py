@@ -26,7 +26,7 @@ from ntk_repro import data
 from ntk_repro.freeze_chaos import PARAMETRIZATION, parse_networks
 from ntk_repro.device import resolve_device
 from ntk_repro.experiments import Experiment, Job
-from ntk_repro.kernels import kernel_matrices, loss_rate
+from ntk_repro.kernels import kernel_matrices, linearised_flow, loss_rate
 from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
                                save_arrays, save_figure, write_checks)
 from ntk_repro.training import train_ensemble
@@ -43,10 +43,11 @@ def expected_ode_loss(theta, sigma, y, rate: float, times) -> np.ndarray:
 
     theta, sigma (N, N); y (N,); rate η; times (T,). Returns (T,) float64.
     """
-    evals, evecs = np.linalg.eigh(theta)
+    flow = linearised_flow(theta, rate)
+    evecs = flow.eigenvectors
     coef = evecs.T @ y
     sigma_diag = np.einsum("ni,nm,mi->i", evecs, sigma, evecs)  # diag of UᵀΣU
-    decay = np.exp(-rate * np.outer(times, np.maximum(evals, 0.0)))  # (T, N)
+    decay = flow.decay(times)  # (T, N): e^{−ηtλ}, λ clipped at 0
     return 0.5 * rate * ((decay * coef) ** 2 + decay ** 2 * sigma_diag).sum(axis=1)
 
 
