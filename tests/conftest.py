@@ -25,11 +25,11 @@ def workflow_env() -> dict:
 def snakemake(workdir: Path, *args, check=True, timeout=1800):
     """Run the snakemake CLI on this repository's Snakefile in ``workdir``."""
     cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=workflow_env(),
-                          timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=workflow_env(), timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+            f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 

@@ -16,8 +16,16 @@ NETWORKS = [
     {"name": "freeze", "regime": "freeze", "activation": "scaled_relu", "beta": 0.8},
     {"name": "chaos", "regime": "chaos", "activation": "normalized:relu", "beta": 0.1},
 ]
-REGIMES = {"seed": 3, "device": "cpu", "networks": NETWORKS, "depth": 4, "circle_points": 12,
-           "sphere_points": 10, "sphere_dim": 3, "angle_points": 19}
+REGIMES = {
+    "seed": 3,
+    "device": "cpu",
+    "networks": NETWORKS,
+    "depth": 4,
+    "circle_points": 12,
+    "sphere_points": 10,
+    "sphere_dim": 3,
+    "angle_points": 19,
+}
 
 
 def _rows(path):
@@ -36,9 +44,14 @@ def test_status_of_a_claim():
 
 def test_gate_summarises_and_fails_on_a_failing_claim(tmp_path, capsys):
     table = tmp_path / "checks.csv"
-    write_checks(table, [Check("a", "holds", 1.0, 1.0, 0.1),
-                         Check("a", "too small here", 1.0, 9.0, 0.1, not_evaluated="why"),
-                         Check("b", "breaks", 2.0, 3.5, 0.25, "abs")])
+    write_checks(
+        table,
+        [
+            Check("a", "holds", 1.0, 1.0, 0.1),
+            Check("a", "too small here", 1.0, 9.0, 0.1, not_evaluated="why"),
+            Check("b", "breaks", 2.0, 3.5, 0.25, "abs"),
+        ],
+    )
     assert claims.gate(table, tmp_path / "ok.txt") == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "1 of 2 claims hold (1 not evaluated at this preset)"
@@ -52,8 +65,13 @@ def test_gate_summarises_and_fails_on_a_failing_claim(tmp_path, capsys):
 
 def test_gate_passes_when_every_evaluated_claim_holds(tmp_path, capsys):
     table = tmp_path / "checks.csv"
-    write_checks(table, [Check("a", "holds", 1.0, 1.0, 0.1),
-                         Check("a", "not here", 1.0, 5.0, 0.1, not_evaluated="why")])
+    write_checks(
+        table,
+        [
+            Check("a", "holds", 1.0, 1.0, 0.1),
+            Check("a", "not here", 1.0, 5.0, 0.1, not_evaluated="why"),
+        ],
+    )
     assert claims.main(["gate", str(table), "--summary", str(tmp_path / "ok.txt")]) == 0
     assert (tmp_path / "ok.txt").read_text().startswith("1 of 1 claims hold")
 

@@ -27,14 +27,17 @@ def test_command_line_strings_get_their_types_back():
     assert cfg["fig2"]["steps"] == resolve_config({}, WORKFLOW)["fig2"]["steps"]  # merged
 
 
-@pytest.mark.parametrize("user, key", [
-    ({"model": {"beta": 1.5}}, "model.beta"),
-    ({"fig1": {"widths": [0, 10]}}, "fig1.widths[0]"),
-    ({"fig2": {"widht": 3}}, "fig2.widht"),
-    ({"training": {"loss": "l1"}}, "training.loss"),
-    ({"preset": "huge"}, "preset"),
-    ({"gpus_per_job": -1}, "gpus_per_job"),
-])
+@pytest.mark.parametrize(
+    "user, key",
+    [
+        ({"model": {"beta": 1.5}}, "model.beta"),
+        ({"fig1": {"widths": [0, 10]}}, "fig1.widths[0]"),
+        ({"fig2": {"widht": 3}}, "fig2.widht"),
+        ({"training": {"loss": "l1"}}, "training.loss"),
+        ({"preset": "huge"}, "preset"),
+        ({"gpus_per_job": -1}, "gpus_per_job"),
+    ],
+)
 def test_bad_values_name_the_key(user, key):
     with pytest.raises(ConfigError) as err:
         resolve_config(user, WORKFLOW)

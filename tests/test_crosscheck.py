@@ -23,8 +23,11 @@ try:
     import jax
     from neural_tangents import stax
 except ImportError as err:  # the extra is optional
-    pytest.skip(f"neural-tangents is not importable ({err}); install the 'crosscheck' extra: "
-                "pip install -e '.[crosscheck]'", allow_module_level=True)
+    pytest.skip(
+        f"neural-tangents is not importable ({err}); install the 'crosscheck' extra: "
+        "pip install -e '.[crosscheck]'",
+        allow_module_level=True,
+    )
 
 from ntk_repro.kernels import kernel_matrices
 
@@ -89,8 +92,9 @@ def test_kernels_match_neural_tangents(inputs, activation, parametrization):
         gram = _nt_kernels_by_depth(x1, None, beta, activation, parametrization)
         for depth in range(1, MAX_DEPTH + 1):
             where = f"{activation}, {parametrization}, beta={beta}, depth={depth}"
-            kw = dict(depth=depth, beta=beta, activation=activation,
-                      parametrization=parametrization)
+            kw = dict(
+                depth=depth, beta=beta, activation=activation, parametrization=parametrization
+            )
             ours_cross = kernel_matrices(x1, x2, **kw)
             ours_gram = kernel_matrices(x1, **kw)
             nt_cross, nt_gram = cross[depth - 1], gram[depth - 1]
@@ -102,8 +106,9 @@ def test_kernels_match_neural_tangents(inputs, activation, parametrization):
                 assert err <= REL_TOL, f"{name}(x1, x1) {where}: rel err {err:.1e}"
                 if relu_ntk:
                     err = _rel_err(np.diag(ours_gram[name]), np.diag(nt_gram[i]))
-                    assert err <= REL_TOL_NT_RELU_DIAGONAL, \
+                    assert err <= REL_TOL_NT_RELU_DIAGONAL, (
                         f"diagonal of {name}(x1, x1) {where}: rel err {err:.1e}"
+                    )
 
 
 def test_depth_convention_is_the_number_of_dense_layers(inputs):

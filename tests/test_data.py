@@ -11,7 +11,6 @@ import pytest
 
 from ntk_repro import data
 
-
 # --- circle, sphere, Gaussian -----------------------------------------------------------------
 
 
@@ -33,16 +32,19 @@ def test_circle_with_given_angles():
     assert angles.tolist() == [0.0, math.pi / 2]
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    (dict(), "n"),
-    (dict(n=4, angles=[0.0]), "n"),
-    (dict(n=0), "n"),
-    (dict(n=2.0), "n"),
-    (dict(n=4, radius=-1.0), "radius"),
-    (dict(angles=[]), "angles"),
-    (dict(angles=[[0.0]]), "angles"),
-    (dict(angles=[float("inf")]), "angles"),
-])
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        (dict(), "n"),
+        (dict(n=4, angles=[0.0]), "n"),
+        (dict(n=0), "n"),
+        (dict(n=2.0), "n"),
+        (dict(n=4, radius=-1.0), "radius"),
+        (dict(angles=[]), "angles"),
+        (dict(angles=[[0.0]]), "angles"),
+        (dict(angles=[float("inf")]), "angles"),
+    ],
+)
 def test_circle_rejects_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         data.circle_points(**kwargs)
@@ -67,18 +69,21 @@ def test_sphere_points_are_uniform_in_angle_on_the_circle():
     assert np.all(np.abs(counts / 2500 - 1) < 0.1)
 
 
-@pytest.mark.parametrize("call, argument", [
-    (lambda: data.sphere_points(0, 2, seed=0), "n"),
-    (lambda: data.sphere_points(3, 0, seed=0), "dim"),
-    (lambda: data.sphere_points(3, 2, seed=-1), "seed"),
-    (lambda: data.sphere_points(3, 2, seed="a"), "seed"),
-    (lambda: data.sphere_points(3, 2, seed=0, radius="unit"), "radius"),
-    (lambda: data.sphere_points(3, 2, seed=0, radius=0.0), "radius"),
-    (lambda: data.gaussian_inputs(3, 0, seed=0), "dim"),
-    (lambda: data.gaussian_inputs(True, 2, seed=0), "n"),
-    (lambda: data.product_target(np.zeros((3, 1))), "x"),
-    (lambda: data.gaussian_batch_sampler(3, 2, seed=1.5), "seed"),
-])
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda: data.sphere_points(0, 2, seed=0), "n"),
+        (lambda: data.sphere_points(3, 0, seed=0), "dim"),
+        (lambda: data.sphere_points(3, 2, seed=-1), "seed"),
+        (lambda: data.sphere_points(3, 2, seed="a"), "seed"),
+        (lambda: data.sphere_points(3, 2, seed=0, radius="unit"), "radius"),
+        (lambda: data.sphere_points(3, 2, seed=0, radius=0.0), "radius"),
+        (lambda: data.gaussian_inputs(3, 0, seed=0), "dim"),
+        (lambda: data.gaussian_inputs(True, 2, seed=0), "n"),
+        (lambda: data.product_target(np.zeros((3, 1))), "x"),
+        (lambda: data.gaussian_batch_sampler(3, 2, seed=1.5), "seed"),
+    ],
+)
 def test_generators_reject_bad_arguments(call, argument):
     with pytest.raises(ValueError, match=argument):
         call()
@@ -89,8 +94,9 @@ def test_gaussian_inputs_and_product_target():
     assert x.shape == (5000, 2)
     assert np.array_equal(x, data.gaussian_inputs(5000, 2, seed=11))
     assert abs(x.std() - 1.0) < 0.05 and abs(x.mean()) < 0.05
-    np.testing.assert_array_equal(data.product_target([[2.0, 3.0, 7.0], [-1.0, 0.5, 0.0]]),
-                                  [6.0, -0.5])
+    np.testing.assert_array_equal(
+        data.product_target([[2.0, 3.0, 7.0], [-1.0, 0.5, 0.0]]), [6.0, -0.5]
+    )
 
 
 def test_gaussian_batch_sampler_depends_only_on_seed_and_step():
@@ -173,8 +179,9 @@ def test_load_mnist_reads_idx_images_and_labels(tiny_mnist, compress):
     flat = images.reshape(12, 20).astype(np.float64)
     centred = flat - flat.mean(axis=0)
     index = np.random.default_rng(1).permutation(12)[:5]
-    expected = centred[index] * (math.sqrt(20) / np.linalg.norm(centred[index], axis=1,
-                                                                 keepdims=True))
+    expected = centred[index] * (
+        math.sqrt(20) / np.linalg.norm(centred[index], axis=1, keepdims=True)
+    )
     np.testing.assert_allclose(x, expected, rtol=1e-12)
     np.testing.assert_array_equal(got_labels, labels[index])
     assert data.load_mnist(image_file, 5, seed=1)[1] is None
@@ -216,8 +223,19 @@ def corrupt_files(tmp, images):
     return files
 
 
-@pytest.mark.parametrize("kind", ["missing", "bad-magic", "truncated", "too-long", "bad-gzip",
-                                  "npz-without-images", "broken-zip", "empty"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing",
+        "bad-magic",
+        "truncated",
+        "too-long",
+        "bad-gzip",
+        "npz-without-images",
+        "broken-zip",
+        "empty",
+    ],
+)
 def test_load_mnist_reports_missing_or_corrupt_files_in_one_line(tiny_mnist, kind):
     images, _, tmp = tiny_mnist
     path = corrupt_files(tmp, images)[kind]
@@ -243,8 +261,9 @@ def test_load_mnist_rejects_mismatched_labels_and_too_many_points(tiny_mnist):
         data.load_mnist(blank, 2, seed=0, standardize=False)
 
 
-@pytest.mark.parametrize("content", [b"\x93NUMPY not really", b"just some text\n", b"",
-                                     bytes(range(256)) * 4])
+@pytest.mark.parametrize(
+    "content", [b"\x93NUMPY not really", b"just some text\n", b"", bytes(range(256)) * 4]
+)
 def test_a_file_named_npz_that_is_not_an_npz_says_so(tmp_path, content):
     path = tmp_path / "x.npz"
     path.write_bytes(content)
@@ -273,8 +292,19 @@ def test_check_mnist_file_accepts_what_load_mnist_reads(tiny_mnist, compress):
         data.load_mnist(tmp / npz, 12, seed=0)
 
 
-@pytest.mark.parametrize("kind", ["missing", "bad-magic", "truncated", "too-long", "bad-gzip",
-                                  "npz-without-images", "broken-zip", "empty"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing",
+        "bad-magic",
+        "truncated",
+        "too-long",
+        "bad-gzip",
+        "npz-without-images",
+        "broken-zip",
+        "empty",
+    ],
+)
 def test_check_mnist_file_reports_what_load_mnist_reports_in_one_line(tiny_mnist, kind):
     images, _, tmp = tiny_mnist
     path = corrupt_files(tmp, images)[kind]

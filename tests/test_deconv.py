@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from ntk_repro.activations import standard_moments
-from ntk_repro.deconv import (DeconvNet, deconv_ntk, deconv_ntk_limit, ntk_rows,
-                              offset_valuation, pixel_offsets, pixel_tree, split_pair_ntk)
+from ntk_repro.deconv import (
+    DeconvNet,
+    deconv_ntk,
+    deconv_ntk_limit,
+    ntk_rows,
+    offset_valuation,
+    pixel_offsets,
+    pixel_tree,
+    split_pair_ntk,
+)
 from ntk_repro.empirical import empirical_ntk
 from ntk_repro.experiments.checkerboard import bounds, c1_curve
 
@@ -17,11 +25,18 @@ F64 = torch.float64
 
 
 def _net(seed=0, **kwargs):
-    args = dict(in_channels=3, width=5, depth=3, stride=2, dim=1, beta=0.5,
-                activation="scaled_relu")
+    args = dict(
+        in_channels=3, width=5, depth=3, stride=2, dim=1, beta=0.5, activation="scaled_relu"
+    )
     args.update(kwargs)
-    return DeconvNet(args.pop("in_channels"), args.pop("width"), args.pop("depth"),
-                     generator=torch.Generator().manual_seed(seed), dtype=F64, **args)
+    return DeconvNet(
+        args.pop("in_channels"),
+        args.pop("width"),
+        args.pop("depth"),
+        generator=torch.Generator().manual_seed(seed),
+        dtype=F64,
+        **args,
+    )
 
 
 def _explicit_ntk(model, x):
@@ -37,15 +52,18 @@ def _explicit_ntk(model, x):
     return (jac @ jac.T).view(n, q, n, q).permute(0, 2, 1, 3)
 
 
-@pytest.mark.parametrize("kwargs, input_shape", [
-    (dict(), (1,)),
-    (dict(out_channels=2, stride=3), (2,)),
-    (dict(dim=2, activation="normalized:erf"), (1, 1)),
-    (dict(dim=2, stride=2, depth=2, activation="tanh", out_channels=2), (2, 1)),
-    (dict(depth=1), (3,)),
-    (dict(norm="batch"), (1,)),
-    (dict(dim=2, norm="batch", depth=2), (1, 2)),
-])
+@pytest.mark.parametrize(
+    "kwargs, input_shape",
+    [
+        (dict(), (1,)),
+        (dict(out_channels=2, stride=3), (2,)),
+        (dict(dim=2, activation="normalized:erf"), (1, 1)),
+        (dict(dim=2, stride=2, depth=2, activation="tanh", out_channels=2), (2, 1)),
+        (dict(depth=1), (3,)),
+        (dict(norm="batch"), (1,)),
+        (dict(dim=2, norm="batch", depth=2), (1, 2)),
+    ],
+)
 def test_ntk_matches_explicit_jacobian(kwargs, input_shape):
     model = _net(seed=1, **kwargs)
     g = torch.Generator().manual_seed(2)
@@ -71,8 +89,7 @@ def test_structured_path_refuses_batchnorm_and_bad_inputs():
         deconv_ntk(_net(), torch.zeros(2, 4, 1, dtype=F64))
     with pytest.raises(ValueError, match="NaN"):
         deconv_ntk(_net(), torch.full((1, 3, 1), float("nan"), dtype=F64))
-    for bad in (dict(stride=1), dict(dim=3), dict(norm="layer"), dict(width=0),
-                dict(beta=1.5)):
+    for bad in (dict(stride=1), dict(dim=3), dict(norm="layer"), dict(width=0), dict(beta=1.5)):
         with pytest.raises(ValueError):
             _net(**bad)
 
@@ -92,8 +109,14 @@ def test_pixel_tree_and_valuation():
     assert torch.equal(ancestors[1], p // 4) and torch.equal(taps[3], p % 2)
     assert torch.equal(taps[1], (p // 4) % 2)
     # v of an offset: the largest v < L with s^v dividing it (every component in 2-D).
-    assert offset_valuation(np.array([[1], [2], [4], [12], [0], [8]]), 2, 3).tolist() == \
-        [0, 1, 2, 2, 2, 2]
+    assert offset_valuation(np.array([[1], [2], [4], [12], [0], [8]]), 2, 3).tolist() == [
+        0,
+        1,
+        2,
+        2,
+        2,
+        2,
+    ]
     assert offset_valuation(np.array([[2, 4], [4, 8], [3, 8]]), 2, 4).tolist() == [1, 2, 0]
     off = pixel_offsets((1, 1), 3, 1)
     assert off.shape == (9, 9, 2) and off[0, 4].tolist() == [1, 1]
@@ -106,12 +129,21 @@ def test_limit_of_a_linear_net_is_the_exact_mean_of_the_finite_ntk():
     depth, stride, n0 = 3, 2, 4
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, n0, 2, generator=g, dtype=F64)
-    limit = deconv_ntk_limit(x[0].numpy(), stride=stride, depth=depth, beta=0.6,
-                             activation="identity")
+    limit = deconv_ntk_limit(
+        x[0].numpy(), stride=stride, depth=depth, beta=0.6, activation="identity"
+    )
     samples = []
     for seed in range(400):
-        model = DeconvNet(n0, 6, depth, stride=stride, beta=0.6, activation="identity",
-                          generator=torch.Generator().manual_seed(seed), dtype=F64)
+        model = DeconvNet(
+            n0,
+            6,
+            depth,
+            stride=stride,
+            beta=0.6,
+            activation="identity",
+            generator=torch.Generator().manual_seed(seed),
+            dtype=F64,
+        )
         samples.append(deconv_ntk(model, x)[0, 0].numpy())
     samples = np.stack(samples)
     mean, se = samples.mean(0), samples.std(0, ddof=1) / math.sqrt(len(samples))
@@ -122,13 +154,19 @@ def test_limit_of_a_linear_net_is_the_exact_mean_of_the_finite_ntk():
 def test_wide_nets_approach_the_limit():
     depth, stride, n0, width = 4, 2, 8, 512
     x = np.ones((n0, 1))
-    limit = deconv_ntk_limit(x, stride=stride, depth=depth, beta=0.7,
-                             activation="normalized:erf")
+    limit = deconv_ntk_limit(x, stride=stride, depth=depth, beta=0.7, activation="normalized:erf")
     thetas = []
     for seed in range(4):
-        model = DeconvNet(n0, width, depth, stride=stride, beta=0.7,
-                          activation="normalized:erf",
-                          generator=torch.Generator().manual_seed(seed), dtype=F64)
+        model = DeconvNet(
+            n0,
+            width,
+            depth,
+            stride=stride,
+            beta=0.7,
+            activation="normalized:erf",
+            generator=torch.Generator().manual_seed(seed),
+            dtype=F64,
+        )
         thetas.append(deconv_ntk(model, torch.as_tensor(x[None]))[0, 0].numpy())
     rel = np.linalg.norm(np.mean(thetas, 0) - limit) / np.linalg.norm(limit)
     assert rel < 0.05  # fluctuations ~ 1/sqrt(width · inits) ≈ 0.02
@@ -137,11 +175,10 @@ def test_wide_nets_approach_the_limit():
 def test_limit_ratio_depends_on_v_only_and_matches_the_split_pair():
     depth, stride = 5, 2
     beta, act = 0.7, "normalized:erf"
-    r = (1 - beta ** 2) * standard_moments(act)["grad_second"]
-    theta = deconv_ntk_limit(np.ones((3, 1)), stride=stride, depth=depth, beta=beta,
-                             activation=act)
+    r = (1 - beta**2) * standard_moments(act)["grad_second"]
+    theta = deconv_ntk_limit(np.ones((3, 1)), stride=stride, depth=depth, beta=beta, activation=act)
     # Standardised σ, balanced: Θ_pp = Σ_{k<L} r^k on the diagonal.
-    assert np.allclose(np.diag(theta), (1 - r ** depth) / (1 - r), rtol=1e-12)
+    assert np.allclose(np.diag(theta), (1 - r**depth) / (1 - r), rtol=1e-12)
     v = offset_valuation(pixel_offsets((1,), stride, depth), stride, depth)
     diag, cross = split_pair_ntk(depth - 1, beta=beta, activation=act)
     assert np.allclose(diag, [(1 - r ** (k + 1)) / (1 - r) for k in range(depth)], rtol=1e-12)
@@ -151,13 +188,13 @@ def test_limit_ratio_depends_on_v_only_and_matches_the_split_pair():
 
 def test_derived_c1_makes_the_bounds_hold_and_fails_for_relu():
     beta, act = 0.7, "normalized:erf"
-    r = (1 - beta ** 2) * standard_moments(act)["grad_second"]
+    r = (1 - beta**2) * standard_moments(act)["grad_second"]
     curve = c1_curve(r, beta, act, "balanced")
     c1 = curve.max()
     _, cross = split_pair_ntk(10, beta=beta, activation=act)
     for depth in (1, 3, 6, 11):
         lower, upper = bounds(r, c1, depth)
-        ratio = cross[:depth] / ((1 - r ** depth) / (1 - r))
+        ratio = cross[:depth] / ((1 - r**depth) / (1 - r))
         assert np.all(ratio <= upper + 1e-12) and np.all(ratio >= lower - 1e-12)
         # A slightly smaller C₁ breaks the lower bound at the depth L = v + 1 where C(v) peaks.
     v_star = int(curve.argmax())
@@ -166,7 +203,7 @@ def test_derived_c1_makes_the_bounds_hold_and_fails_for_relu():
     assert cross[v_star] / ((1 - r ** (v_star + 1)) / (1 - r)) < lower[v_star]
     # ReLU: the slope kernel converges like sqrt(1 - ρ), so C(v) keeps growing.
     beta_relu = 0.7
-    r_relu = 1 - beta_relu ** 2
+    r_relu = 1 - beta_relu**2
     relu = c1_curve(r_relu, beta_relu, "scaled_relu", "balanced")
     assert relu[-1] > 10 * relu[:6].max() and np.all(np.diff(relu[-10:]) > 0)
     assert curve[-1] < 2 * curve[:6].max()

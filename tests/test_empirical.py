@@ -51,9 +51,14 @@ def _reference_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None) 
     for i in range(n_total):
         for a in range(k):
             grads = torch.autograd.grad(out[i, a], params, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([
-                (torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)
-            ]))
+            rows.append(
+                torch.cat(
+                    [
+                        (torch.zeros_like(p) if g is None else g).reshape(-1)
+                        for g, p in zip(grads, params)
+                    ]
+                )
+            )
     jac = torch.stack(rows).view(n_total, k, -1)
     n1 = x1.shape[0]
     jac_a, jac_b = jac[:n1], (jac if x2 is None else jac[n1:])
@@ -82,8 +87,18 @@ def test_matches_explicit_jacobian_product(activation, norm):
     worst = 0.0
     for index, (parametrization, beta, out_dim) in enumerate(VARIANTS):
         depth = 1 + index % 4
-        model = MLP(3, 7, depth, beta=beta, activation=activation, parametrization=parametrization,
-                    out_dim=out_dim, norm=norm, generator=gen, dtype=F64)
+        model = MLP(
+            3,
+            7,
+            depth,
+            beta=beta,
+            activation=activation,
+            parametrization=parametrization,
+            out_dim=out_dim,
+            norm=norm,
+            generator=gen,
+            dtype=F64,
+        )
         x1 = torch.randn(5, 3, generator=gen, dtype=F64)
         # Alternate between the Gram Θ(x1, x1) and a cross kernel Θ(x1, x2).
         x2 = None if index % 2 == 0 else torch.randn(4, 3, generator=gen, dtype=F64)
@@ -122,32 +137,54 @@ def test_batch_norm_after_last_layer_leaves_only_the_bias_in_the_constant_mode(o
     # (docs/design.md §1.6). An exact identity of the whole-batch kernel, checked here at a larger
     # width and batch than the explicit Jacobian test uses.
     beta = 0.3
-    model = MLP(3, 16, 3, beta=beta, activation="tanh", out_dim=out_dim, norm="batch_last",
-                generator=_gen(11), dtype=F64)
+    model = MLP(
+        3,
+        16,
+        3,
+        beta=beta,
+        activation="tanh",
+        out_dim=out_dim,
+        norm="batch_last",
+        generator=_gen(11),
+        dtype=F64,
+    )
     x = torch.randn(9, 3, generator=_gen(12), dtype=F64)
     theta = empirical_ntk(model, x)
     if out_dim == 1:
         theta = theta.unsqueeze(-1).unsqueeze(-1)
     constant_mode = theta.mean(dim=(0, 1)).diagonal()
-    assert torch.allclose(constant_mode, torch.full_like(constant_mode, beta ** 2), rtol=1e-10)
+    assert torch.allclose(constant_mode, torch.full_like(constant_mode, beta**2), rtol=1e-10)
 
 
 # --- 2. symmetry and positive semi-definiteness ----------------------------------------------
 
 
 @pytest.mark.parametrize("dtype, sym_tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("norm, out_dim, width, depth, n_points", [
-    (None, 1, 32, 3, 12),
-    ("layer", 2, 32, 3, 12),
-    ("batch_last", 1, 32, 3, 12),
-    # 19 parameters for 30 points: rank ≤ 19, so 11 eigenvalues are 0 up to rounding and the
-    # tolerance below is what is actually tested.
-    (None, 1, 3, 2, 30),
-])
-def test_gram_is_symmetric_and_positive_semidefinite(dtype, sym_tol, norm, out_dim, width, depth,
-                                                     n_points):
-    model = MLP(4, width, depth, beta=0.2, activation="erf", out_dim=out_dim, norm=norm,
-                generator=_gen(21), dtype=dtype)
+@pytest.mark.parametrize(
+    "norm, out_dim, width, depth, n_points",
+    [
+        (None, 1, 32, 3, 12),
+        ("layer", 2, 32, 3, 12),
+        ("batch_last", 1, 32, 3, 12),
+        # 19 parameters for 30 points: rank ≤ 19, so 11 eigenvalues are 0 up to rounding and the
+        # tolerance below is what is actually tested.
+        (None, 1, 3, 2, 30),
+    ],
+)
+def test_gram_is_symmetric_and_positive_semidefinite(
+    dtype, sym_tol, norm, out_dim, width, depth, n_points
+):
+    model = MLP(
+        4,
+        width,
+        depth,
+        beta=0.2,
+        activation="erf",
+        out_dim=out_dim,
+        norm=norm,
+        generator=_gen(21),
+        dtype=dtype,
+    )
     x = torch.randn(n_points, 4, generator=_gen(22), dtype=dtype)
     theta = empirical_ntk(model, x)
     assert theta.dtype == dtype
@@ -181,27 +218,42 @@ def _limit_inputs() -> torch.Tensor:
 
 
 def _net(width: int, seed: int, activation: str, parametrization: str) -> MLP:
-    return MLP(3, width, LIMIT_DEPTH, beta=LIMIT_BETA, activation=activation,
-               parametrization=parametrization, generator=_gen(seed), dtype=F64)
+    return MLP(
+        3,
+        width,
+        LIMIT_DEPTH,
+        beta=LIMIT_BETA,
+        activation=activation,
+        parametrization=parametrization,
+        generator=_gen(seed),
+        dtype=F64,
+    )
 
 
 @pytest.mark.parametrize("activation, parametrization", LIMIT_CASES)
 def test_empirical_ntk_converges_to_theta_inf(activation, parametrization):
     x = _limit_inputs()
-    limit = theta_inf(x.numpy(), depth=LIMIT_DEPTH, beta=LIMIT_BETA, activation=activation,
-                      parametrization=parametrization)
+    limit = theta_inf(
+        x.numpy(),
+        depth=LIMIT_DEPTH,
+        beta=LIMIT_BETA,
+        activation=activation,
+        parametrization=parametrization,
+    )
     limit_norm = np.linalg.norm(limit)
     # More nets at small widths, where a net is cheap and its deviation is large.
     widths_and_nets = [(32, 200), (128, 100), (512, 50)]
     single_errors, mean_errors = [], []
     for width, n_nets in widths_and_nets:
-        thetas = np.stack([
-            empirical_ntk(_net(width, 1000 * width + s, activation, parametrization), x).numpy()
-            for s in range(n_nets)
-        ])
+        thetas = np.stack(
+            [
+                empirical_ntk(_net(width, 1000 * width + s, activation, parametrization), x).numpy()
+                for s in range(n_nets)
+            ]
+        )
         deviations = np.linalg.norm(thetas - limit, axis=(1, 2)) / limit_norm
         # Root-mean-square relative deviation of a single net: ~ width^(−1/2) in theory.
-        single = float(np.sqrt(np.mean(deviations ** 2)))
+        single = float(np.sqrt(np.mean(deviations**2)))
         mean = float(np.linalg.norm(thetas.mean(0) - limit) / limit_norm)
         single_errors.append(single)
         mean_errors.append(mean)
@@ -215,18 +267,21 @@ def test_empirical_ntk_converges_to_theta_inf(activation, parametrization):
     assert slope < -0.3, (slope, single_errors)
 
 
-def _output_second_moments(width: int, n_nets: int, seed: int, activation: str,
-                           parametrization: str, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _output_second_moments(
+    width: int, n_nets: int, seed: int, activation: str, parametrization: str, x: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     """Monte-Carlo E[f(x_i) f(x_j)] over ``n_nets`` nets and its standard error.
 
     The mean of f is 0 exactly (all parameters are centred), so the second moment is the
     covariance.
     """
     with torch.no_grad():
-        outputs = np.stack([
-            _net(width, seed + s, activation, parametrization)(x)[:, 0].numpy()
-            for s in range(n_nets)
-        ])
+        outputs = np.stack(
+            [
+                _net(width, seed + s, activation, parametrization)(x)[:, 0].numpy()
+                for s in range(n_nets)
+            ]
+        )
     products = outputs[:, :, None] * outputs[:, None, :]
     return products.mean(0), products.std(0, ddof=1) / np.sqrt(n_nets)
 
@@ -243,19 +298,24 @@ def test_output_covariance_converges_to_nngp(activation, parametrization):
     # For erf the width-2 bias (max |z| ≈ 4.3) is too close to the MC resolution to assert,
     # so only the large-width check is made.
     x = _limit_inputs()
-    limit = nngp(x.numpy(), depth=LIMIT_DEPTH, beta=LIMIT_BETA, activation=activation,
-                 parametrization=parametrization)
+    limit = nngp(
+        x.numpy(),
+        depth=LIMIT_DEPTH,
+        beta=LIMIT_BETA,
+        activation=activation,
+        parametrization=parametrization,
+    )
     upper = np.triu_indices(x.shape[0])
     n_nets = 2000
 
-    moments, stderr = _output_second_moments(128, n_nets, 7_000_000, activation,
-                                             parametrization, x)
+    moments, stderr = _output_second_moments(128, n_nets, 7_000_000, activation, parametrization, x)
     z_wide = np.abs((moments - limit) / stderr)[upper]
     assert z_wide.max() < 4.5, z_wide.max()
 
     if activation == "relu":
-        moments, stderr = _output_second_moments(2, n_nets, 8_000_000, activation,
-                                                 parametrization, x)
+        moments, stderr = _output_second_moments(
+            2, n_nets, 8_000_000, activation, parametrization, x
+        )
         z_narrow = np.abs((moments - limit) / stderr)[upper]
         assert z_narrow.max() > 4.5, z_narrow.max()
 
@@ -271,17 +331,20 @@ def small_mlp() -> MLP:
 GOOD_X = torch.zeros(4, 3)
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (torch.zeros(3), "1-D"),
-    (torch.zeros(2, 3, 1), "3-D"),
-    (torch.zeros(4, 2), "wrong input dimension"),
-    (torch.zeros(0, 3), "empty batch"),
-    (torch.tensor([[0.0, float("nan"), 1.0]]), "NaN"),
-    (torch.tensor([[0.0, float("inf"), 1.0]]), "inf"),
-    (np.full((2, 3), 1e300), "overflows float32"),
-    (np.array([["a", "b", "c"]]), "not numeric"),
-    (torch.zeros(2, 3, dtype=torch.complex64), "complex"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (torch.zeros(3), "1-D"),
+        (torch.zeros(2, 3, 1), "3-D"),
+        (torch.zeros(4, 2), "wrong input dimension"),
+        (torch.zeros(0, 3), "empty batch"),
+        (torch.tensor([[0.0, float("nan"), 1.0]]), "NaN"),
+        (torch.tensor([[0.0, float("inf"), 1.0]]), "inf"),
+        (np.full((2, 3), 1e300), "overflows float32"),
+        (np.array([["a", "b", "c"]]), "not numeric"),
+        (torch.zeros(2, 3, dtype=torch.complex64), "complex"),
+    ],
+)
 @pytest.mark.parametrize("argument", ["x1", "x2"])
 def test_bad_inputs_raise_value_error_naming_the_argument(small_mlp, bad, reason, argument):
     args = (bad, None) if argument == "x1" else (GOOD_X, bad)

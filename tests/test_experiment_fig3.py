@@ -9,12 +9,26 @@ import numpy as np
 import pytest
 
 from ntk_repro.experiments import fig3
-from ntk_repro.run import main as run_step
 from ntk_repro.results import load_arrays
+from ntk_repro.run import main as run_step
 
-TINY = dict(n_points=24, widths=[16, 512], trials=1, steps=30, record_every=5, mnist=None,
-            depth=3, beta=0.1, activation="relu", parametrization="ntk2018", loss="half_mse",
-            lr=1.0, dtype="float32", device="cpu", seed=3)
+TINY = dict(
+    n_points=24,
+    widths=[16, 512],
+    trials=1,
+    steps=30,
+    record_every=5,
+    mnist=None,
+    depth=3,
+    beta=0.1,
+    activation="relu",
+    parametrization="ntk2018",
+    loss="half_mse",
+    lr=1.0,
+    dtype="float32",
+    device="cpu",
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +42,14 @@ def pipeline(tmp_path_factory):
     runs = []
     for width in TINY["widths"]:
         runs.append(str(out / f"train_w{width}_t0.npz"))
-        fig3.train(TINY, [runs[-1]], images=paths["data"], spectrum=paths["spectrum"],
-                   width=str(width), trial="0")
+        fig3.train(
+            TINY,
+            [runs[-1]],
+            images=paths["data"],
+            spectrum=paths["spectrum"],
+            width=str(width),
+            trial="0",
+        )
     paths["runs"] = runs
     paths["figure"] = [str(out / "fig3.png"), str(out / "fig3.pdf")]
     fig3.plot(TINY, paths["figure"], spectrum=paths["spectrum"], runs=runs)
@@ -53,7 +73,7 @@ def test_spectrum_is_normalised_kernel_pca(pipeline):
     assert np.all(np.diff(lam) <= 0) and lam[-1] > 0
     np.testing.assert_allclose(f.T @ f / n, np.eye(fig3.N_COMPONENTS), atol=1e-10)
     k = load_arrays(pipeline["kernel"])
-    np.testing.assert_allclose(k["theta_inf"] @ f / n, f * lam[:fig3.N_COMPONENTS], atol=1e-10)
+    np.testing.assert_allclose(k["theta_inf"] @ f / n, f * lam[: fig3.N_COMPONENTS], atol=1e-10)
     assert s["empirical_eigenvalues"].shape == (2, fig3.KERNEL_NETS, fig3.N_EIGENVALUES)
     # The wider nets' eigenvalues are closer to Θ∞'s (1/√n fluctuations).
     rel = s["empirical_eigenvalues"][..., :3] / lam[:3] - 1
@@ -101,8 +121,9 @@ def test_training_starts_on_f2_and_follows_the_kernel_limit(pipeline):
 def test_training_output_is_bitwise_reproducible(pipeline, tmp_path):
     again = tmp_path / "again.npz"
     data, spectrum = pipeline["data"], pipeline["spectrum"]
-    fig3.train(TINY, [str(again)], images=data, spectrum=spectrum, width=str(TINY["widths"][0]),
-               trial="0")
+    fig3.train(
+        TINY, [str(again)], images=data, spectrum=spectrum, width=str(TINY["widths"][0]), trial="0"
+    )
     with open(pipeline["runs"][0], "rb") as first:
         assert first.read() == again.read_bytes()
 
@@ -132,8 +153,16 @@ def test_bad_mnist_file_fails_the_stage_with_one_line(tmp_path, capsys):
     import json
 
     path = tmp_path / "missing.idx"
-    code = run_step(["fig3", "images", "--params", json.dumps({**TINY, "mnist": str(path)}),
-                     "--output", str(tmp_path / "out.npz")])
+    code = run_step(
+        [
+            "fig3",
+            "images",
+            "--params",
+            json.dumps({**TINY, "mnist": str(path)}),
+            "--output",
+            str(tmp_path / "out.npz"),
+        ]
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert code == 1 and len(err) == 1 and str(path) in err[0]
 
@@ -141,8 +170,7 @@ def test_bad_mnist_file_fails_the_stage_with_one_line(tmp_path, capsys):
 def test_mnist_npz_is_used_with_its_labels(tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "mnist.npz"
-    np.savez(path, x=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
-             y=rng.integers(0, 10, 40))
+    np.savez(path, x=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), y=rng.integers(0, 10, 40))
     out = tmp_path / "out.npz"
     fig3.images({**TINY, "mnist": str(path)}, [str(out)])
     d = load_arrays(out)

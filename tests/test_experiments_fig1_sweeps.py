@@ -9,12 +9,32 @@ import pytest
 from ntk_repro.experiments import fig1, sweeps
 from ntk_repro.results import load_arrays
 
-COMMON = dict(depth=3, beta=0.1, activation="relu", parametrization="ntk2018", loss="half_mse",
-              lr=1.0, dtype="float32", device="cpu", seed=11)
-FIG1 = dict(COMMON, widths=[32, 128], inits=3, steps=4, batch_size=8, circle_points=16,
-            init_samples=4)
-SWEEPS = dict(COMMON, widths=[16, 64], depths=[2], betas=[0.1], seeds=[0, 1], inits=2,
-              n_train=6, n_test=4, input_dim=3, steps=5)
+COMMON = dict(
+    depth=3,
+    beta=0.1,
+    activation="relu",
+    parametrization="ntk2018",
+    loss="half_mse",
+    lr=1.0,
+    dtype="float32",
+    device="cpu",
+    seed=11,
+)
+FIG1 = dict(
+    COMMON, widths=[32, 128], inits=3, steps=4, batch_size=8, circle_points=16, init_samples=4
+)
+SWEEPS = dict(
+    COMMON,
+    widths=[16, 64],
+    depths=[2],
+    betas=[0.1],
+    seeds=[0, 1],
+    inits=2,
+    n_train=6,
+    n_test=4,
+    input_dim=3,
+    steps=5,
+)
 
 
 def _read_checks(path):
@@ -96,7 +116,7 @@ def test_loglog_fit_recovers_slope_and_standard_error():
     rng = np.random.default_rng(0)
     widths = np.repeat([64, 128, 256, 512, 1024], 200)
     noise = 0.3
-    values = 2.0 * widths ** -0.5 * np.exp(noise * rng.standard_normal(widths.size))
+    values = 2.0 * widths**-0.5 * np.exp(noise * rng.standard_normal(widths.size))
     slope, intercept, se, dof = sweeps.loglog_fit(widths, values)
     x = np.log(widths)
     expected_se = noise / math.sqrt(((x - x.mean()) ** 2).sum())

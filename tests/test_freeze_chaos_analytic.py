@@ -19,8 +19,7 @@ NETWORKS = [
     {"name": "edge", "regime": "edge", "activation": "scaled_relu", "beta": 0.0},
     {"name": "chaos", "regime": "chaos", "activation": "normalized:relu", "beta": 0.1},
 ]
-BASE = {"seed": 3, "device": "cpu", "networks": NETWORKS, "loss": "half_mse",
-        "dtype": "float64"}
+BASE = {"seed": 3, "device": "cpu", "networks": NETWORKS, "loss": "half_mse", "dtype": "float64"}
 
 
 def _rows(path):
@@ -47,8 +46,7 @@ def test_order_parameter_of_scaled_relu_is_one_minus_beta_squared(beta):
     assert abs(fc.order_parameter("scaled_relu", beta) - (1 - beta * beta)) < 1e-15
     assert abs(fc.order_parameter_quadrature("scaled_relu", beta) - (1 - beta * beta)) < 1e-13
     # erf: closed form E erf'² / E erf² = (4/(π√5)) / ((2/π) arcsin(2/3)).
-    expected = (1 - beta * beta) * (4 / (math.pi * math.sqrt(5))) / (
-        2 / math.pi * math.asin(2 / 3))
+    expected = (1 - beta * beta) * (4 / (math.pi * math.sqrt(5))) / (2 / math.pi * math.asin(2 / 3))
     assert abs(fc.order_parameter("normalized:erf", beta) - expected) < 1e-13
 
 
@@ -61,8 +59,14 @@ def test_diagonal_is_geometric_sum_of_r(entry):
     # The cosine path is the Gram path on the sphere ‖x‖² = n0.
     x = np.random.default_rng(0).standard_normal((7, 4))
     x *= 2.0 / np.linalg.norm(x, axis=1, keepdims=True)
-    gram = kernel_matrices(x, depth=5, beta=net.beta, activation=net.activation,
-                           parametrization="balanced", get=("ntk",))["ntk"]
+    gram = kernel_matrices(
+        x,
+        depth=5,
+        beta=net.beta,
+        activation=net.activation,
+        parametrization="balanced",
+        get=("ntk",),
+    )["ntk"]
     cos = np.clip(x @ x.T / 4.0, -1, 1)
     np.fill_diagonal(cos, 1.0)
     np.testing.assert_allclose(fc.ntk_of_cosine(net, 5, cos), gram, rtol=1e-6, atol=1e-9)
@@ -79,11 +83,11 @@ def test_scaled_spec_and_normalised_derivative_moment():
 def test_depth_analysis_helpers_on_synthetic_sequences():
     depths = np.arange(1, 41, dtype=float)
     # v(L) = 0.25 + 1/L − 2/L²: the 1/L fit recovers the limit exactly.
-    v = 0.25 + 1 / depths - 2 / depths ** 2
+    v = 0.25 + 1 / depths - 2 / depths**2
     assert abs(phase.extrapolate(v, 20, 40) - 0.25) < 1e-12
     # d_L = 2 L r^L: per-layer rate of d_L/L is r; the smallest valid C is 2.
     r = 0.5
-    d = 2 * depths * r ** depths
+    d = 2 * depths * r**depths
     assert abs(phase.window_rate(d / depths, 10, 20) - r) < 1e-12
     assert abs(phase.bound_constant(d, r, 20) - 2.0) < 1e-12
     (a, b), (c, e) = phase._windows(40)
@@ -110,8 +114,14 @@ def test_expected_ode_loss_matches_matrix_exponential():
 
 
 def test_regimes_stages(tmp_path):
-    p = {**BASE, "depth": 4, "circle_points": 12, "sphere_points": 10, "sphere_dim": 3,
-         "angle_points": 19}
+    p = {
+        **BASE,
+        "depth": 4,
+        "circle_points": 12,
+        "sphere_points": 10,
+        "sphere_dim": 3,
+        "angle_points": 19,
+    }
     out = tmp_path / "regimes.npz"
     regimes.limit(p, [str(out)])
     first = out.read_bytes()
@@ -131,8 +141,15 @@ def test_regimes_stages(tmp_path):
 
 
 def test_phase_stages(tmp_path):
-    p = {**BASE, "activations": ["relu", "erf", "tanh"], "beta_points": 11, "max_depth": 12,
-         "cosine_points": 201, "sphere_points": 12, "sphere_dim": 8}
+    p = {
+        **BASE,
+        "activations": ["relu", "erf", "tanh"],
+        "beta_points": 11,
+        "max_depth": 12,
+        "cosine_points": 201,
+        "sphere_points": 12,
+        "sphere_dim": 8,
+    }
     out = tmp_path / "phase.npz"
     phase.limit(p, [str(out)])
     res = load_arrays(out)
@@ -151,8 +168,16 @@ def test_phase_stages(tmp_path):
 
 
 def test_speed_stages(tmp_path):
-    p = {**BASE, "depth": 3, "n_train": 8, "sphere_dim": 3, "width": 16, "inits": 2,
-         "steps": 30, "lr_fraction": 0.5}
+    p = {
+        **BASE,
+        "depth": 3,
+        "n_train": 8,
+        "sphere_dim": 3,
+        "width": 16,
+        "inits": 2,
+        "steps": 30,
+        "lr_fraction": 0.5,
+    }
     limit = tmp_path / "limit.npz"
     speed.limit(p, [str(limit)])
     lim = load_arrays(limit)
@@ -173,8 +198,16 @@ def test_speed_stages(tmp_path):
 
 
 def test_spectrum_stages(tmp_path):
-    p = {**BASE, "depth": 3, "sphere_dim": 3, "max_degree": 8, "quadrature_nodes": 256,
-         "n_points": 160, "draws": 1, "decay_degree": 4}
+    p = {
+        **BASE,
+        "depth": 3,
+        "sphere_dim": 3,
+        "max_degree": 8,
+        "quadrature_nodes": 256,
+        "n_points": 160,
+        "draws": 1,
+        "decay_degree": 4,
+    }
     out = tmp_path / "eigen.npz"
     spectrum.eigen(p, [str(out)])
     res = load_arrays(out)

@@ -17,8 +17,17 @@ F64 = torch.float64
 
 
 def _mlp(norm, width=24, depth=3, beta=0.4, activation="relu", seed=0):
-    return MLP(5, width, depth, beta=beta, activation=activation, parametrization="balanced",
-               norm=norm, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    return MLP(
+        5,
+        width,
+        depth,
+        beta=beta,
+        activation=activation,
+        parametrization="balanced",
+        norm=norm,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=F64,
+    )
 
 
 @pytest.mark.parametrize("width, depth, beta", [(7, 2, 0.3), (40, 4, 0.5), (16, 3, 0.0)])
@@ -27,16 +36,16 @@ def test_batchnorm_after_last_layer_constant_mode_is_beta_squared(width, depth, 
     x = sphere_points(9, 5, seed=width)
     model = _mlp("batch_last", width, depth, beta, "scaled_relu", seed=width)
     theta = empirical_ntk(model, x)
-    assert abs(theta.mean().item() - beta ** 2) < 1e-13
+    assert abs(theta.mean().item() - beta**2) < 1e-13
     # Not a property of every net: without BN the constant mode is far from β².
     plain = empirical_ntk(_mlp(None, width, depth, beta, "scaled_relu", seed=width), x)
-    assert plain.mean().item() > beta ** 2 + 0.1
+    assert plain.mean().item() > beta**2 + 0.1
     # The sum of outputs moves only with the output bias.
     xt = torch.as_tensor(x)
     total = model(xt).sum()
     grads = torch.autograd.grad(total, list(model.parameters()))
-    for name_grad, p in zip(grads[:-1], list(model.parameters())[:-1]):
-        assert name_grad.abs().max().item() < 1e-12
+    for grad in grads[:-1]:
+        assert grad.abs().max().item() < 1e-12
     assert torch.allclose(grads[-1], torch.full_like(grads[-1], 9 * beta))
 
 
@@ -53,9 +62,20 @@ def test_layernorm_paths_agree_and_hidden_layers_are_standardised():
         assert torch.allclose((h * h).mean(-1), torch.ones(6, dtype=F64), atol=1e-9)
 
 
-NORM_PARAMS = dict(seed=3, device="cpu", depth=3, beta=0.5, activation="relu",
-                   bn_activation="scaled_relu", parametrization="balanced", n_points=6,
-                   input_dim=4, widths=[64, 256, 1024], bn_widths=[8, 32], seeds=3)
+NORM_PARAMS = dict(
+    seed=3,
+    device="cpu",
+    depth=3,
+    beta=0.5,
+    activation="relu",
+    bn_activation="scaled_relu",
+    parametrization="balanced",
+    n_points=6,
+    input_dim=4,
+    widths=[64, 256, 1024],
+    bn_widths=[8, 32],
+    seeds=3,
+)
 
 
 def _rows(path):
@@ -104,10 +124,25 @@ def test_loglog_slope_recovers_a_known_power_law():
     assert abs(slope + 0.5) < 4 * se and se < 0.05 and abs(intercept - np.log(3.0)) < 0.2
 
 
-CB_PARAMS = dict(seed=3, device="cpu", dtype="float32", activation="normalized:erf",
-                 parametrization="balanced", beta_freeze=0.7, beta_chaos=0.1, stride=2, depth=4, width=128, in_channels=8,
-                 inits=6, depth_2d=3, width_2d=16, inits_2d=2, bn_batch=4,
-                 bn_reference_pixels=2)
+CB_PARAMS = dict(
+    seed=3,
+    device="cpu",
+    dtype="float32",
+    activation="normalized:erf",
+    parametrization="balanced",
+    beta_freeze=0.7,
+    beta_chaos=0.1,
+    stride=2,
+    depth=4,
+    width=128,
+    in_channels=8,
+    inits=6,
+    depth_2d=3,
+    width_2d=16,
+    inits_2d=2,
+    bn_batch=4,
+    bn_reference_pixels=2,
+)
 
 
 def test_checkerboard_stages(tmp_path):
@@ -142,12 +177,30 @@ def test_checkerboard_refuses_a_non_standardised_sigma_and_wrong_regimes(tmp_pat
         checkerboard.nets(CB_PARAMS, [str(tmp_path / "x.npz")], net="other")
 
 
-GAN_PARAMS = dict(seed=3, device="cpu", activation="normalized:erf", parametrization="balanced",
-                  beta_freeze=0.7, beta_chaos=0.1, latent_dim=4, generator_width=16,
-                  generator_depth=3, discriminator_width=16, steps=30, batch_size=32,
-                  lr_generator=0.5, lr_discriminator=1e-3, seeds=2, eval_every=10,
-                  eval_samples=200, plot_samples=50, modes=8, radius=2.0, std=0.05,
-                  cover_share=0.02)
+GAN_PARAMS = dict(
+    seed=3,
+    device="cpu",
+    activation="normalized:erf",
+    parametrization="balanced",
+    beta_freeze=0.7,
+    beta_chaos=0.1,
+    latent_dim=4,
+    generator_width=16,
+    generator_depth=3,
+    discriminator_width=16,
+    steps=30,
+    batch_size=32,
+    lr_generator=0.5,
+    lr_discriminator=1e-3,
+    seeds=2,
+    eval_every=10,
+    eval_samples=200,
+    plot_samples=50,
+    modes=8,
+    radius=2.0,
+    std=0.05,
+    cover_share=0.02,
+)
 
 
 def test_gan_mode_coverage_counts_modes():

@@ -19,14 +19,19 @@ from ntk_repro.kernels import kernel_matrices, kernels_of_cosine
 BUDGET = settings(max_examples=30, deadline=None, derandomize=True)
 CLOSED = ["relu", "scaled_relu", "erf", "normalized:relu", "normalized:erf", "identity"]
 
-points = st.integers(2, 10).flatmap(lambda n: st.integers(1, 5).flatmap(
-    lambda n0: hnp.arrays(np.float64, (n, n0), elements=st.floats(-4.0, 4.0, width=64))))
-architectures = st.fixed_dictionaries({
-    "depth": st.integers(1, 5),
-    "beta": st.floats(0.0, 1.0),
-    "activation": st.sampled_from(CLOSED),
-    "parametrization": st.sampled_from(["ntk2018", "balanced"]),
-})
+points = st.integers(2, 10).flatmap(
+    lambda n: st.integers(1, 5).flatmap(
+        lambda n0: hnp.arrays(np.float64, (n, n0), elements=st.floats(-4.0, 4.0, width=64))
+    )
+)
+architectures = st.fixed_dictionaries(
+    {
+        "depth": st.integers(1, 5),
+        "beta": st.floats(0.0, 1.0),
+        "activation": st.sampled_from(CLOSED),
+        "parametrization": st.sampled_from(["ntk2018", "balanced"]),
+    }
+)
 
 
 @BUDGET
@@ -46,11 +51,16 @@ def test_grams_are_symmetric_psd_and_cauchy_schwarz(x, arch):
 
 
 @BUDGET
-@given(x=points, depth=st.integers(1, 6), factor=st.floats(0.05, 20.0),
-       activation=st.sampled_from(["relu", "scaled_relu"]),
-       parametrization=st.sampled_from(["ntk2018", "balanced"]))
-def test_relu_kernels_without_bias_are_homogeneous_of_degree_one(x, depth, factor, activation,
-                                                                 parametrization):
+@given(
+    x=points,
+    depth=st.integers(1, 6),
+    factor=st.floats(0.05, 20.0),
+    activation=st.sampled_from(["relu", "scaled_relu"]),
+    parametrization=st.sampled_from(["ntk2018", "balanced"]),
+)
+def test_relu_kernels_without_bias_are_homogeneous_of_degree_one(
+    x, depth, factor, activation, parametrization
+):
     """With β = 0, Σ(1) = xᵀy/n0 has degree 1 in x; each layer keeps that degree for Σ
     (√(q1 q2) J1(ρ), ρ unchanged) and degree 0 for Σ̇ (a function of ρ), so
     Θ(ℓ+1) = Θ(ℓ) Σ̇ + Σ has degree 1 too: K(a x, y) = a K(x, y) for every depth L."""
@@ -62,13 +72,16 @@ def test_relu_kernels_without_bias_are_homogeneous_of_degree_one(x, depth, facto
     for key in ("nngp", "ntk"):
         scale = max(np.abs(base[key]).max(), 1e-300)
         assert np.abs(scaled[key] - factor * base[key]).max() <= 1e-12 * factor * scale
-        assert np.abs(both[key] - factor ** 2 * base[key]).max() <= 1e-12 * factor ** 2 * scale
+        assert np.abs(both[key] - factor**2 * base[key]).max() <= 1e-12 * factor**2 * scale
 
 
 @BUDGET
-@given(activation=st.sampled_from(["relu", "erf", "normalized:relu", "normalized:erf"]),
-       q1=st.floats(0.02, 6.0), q2=st.floats(0.02, 6.0),
-       rho=st.one_of(st.floats(-1.0, 1.0), st.sampled_from([-1.0, 1.0, 1 - 1e-9, -1 + 1e-9])))
+@given(
+    activation=st.sampled_from(["relu", "erf", "normalized:relu", "normalized:erf"]),
+    q1=st.floats(0.02, 6.0),
+    q2=st.floats(0.02, 6.0),
+    rho=st.one_of(st.floats(-1.0, 1.0), st.sampled_from([-1.0, 1.0, 1 - 1e-9, -1 + 1e-9])),
+)
 def test_closed_form_matches_quadrature_on_random_covariances(activation, q1, q2, rho):
     act = get_activation(activation)
     t = [torch.tensor(v, dtype=torch.float64) for v in (q1, q2, rho * np.sqrt(q1 * q2))]
@@ -83,8 +96,10 @@ def test_closed_form_matches_quadrature_on_random_covariances(activation, q1, q2
 
 
 @BUDGET
-@given(cosine=hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(-1.0, 1.0)),
-       arch=architectures)
+@given(
+    cosine=hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(-1.0, 1.0)),
+    arch=architectures,
+)
 def test_cosine_form_is_bounded_by_its_diagonal(cosine, arch):
     """On the sphere K(x, y) = κ(t) and Cauchy–Schwarz reads |κ(t)| <= κ(1)."""
     s, t = kernels_of_cosine(cosine, **arch)

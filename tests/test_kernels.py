@@ -13,8 +13,15 @@ from ntk_repro.activations import get_activation, standard_moments
 from ntk_repro.gauss import expect_1d, expect_2d
 from ntk_repro.kernels import kernel_matrices, kernels_of_cosine, nngp, theta_inf
 
-CLOSED_FORM = ["relu", "scaled_relu", "erf", "identity", "normalized:relu", "normalized:erf",
-               "normalized:identity"]
+CLOSED_FORM = [
+    "relu",
+    "scaled_relu",
+    "erf",
+    "identity",
+    "normalized:relu",
+    "normalized:erf",
+    "normalized:identity",
+]
 ALL = CLOSED_FORM + ["tanh", "normalized:tanh"]
 
 
@@ -48,14 +55,16 @@ def test_closed_form_matches_quadrature(spec):
 @pytest.mark.parametrize("spec", ["tanh", "normalized:tanh", "relu", "erf"])
 def test_quadrature_matches_monte_carlo(spec):
     act = get_activation(spec)
-    q1, q2, c = (torch.tensor(v, dtype=torch.float64) for v in ([0.7, 2.5, 1.3], [1.1, 0.4, 1.3],
-                                                               [0.5, -0.6, 1.29]))
+    q1, q2, c = (
+        torch.tensor(v, dtype=torch.float64)
+        for v in ([0.7, 2.5, 1.3], [1.1, 0.4, 1.3], [0.5, -0.6, 1.29])
+    )
     g = torch.Generator().manual_seed(1)
     n = 400_000
     z = torch.randn(2, n, 1, generator=g, dtype=torch.float64)
     rho = c / torch.sqrt(q1 * q2)
     u = torch.sqrt(q1) * z[0]
-    v = torch.sqrt(q2) * (rho * z[0] + torch.sqrt(1 - rho ** 2) * z[1])
+    v = torch.sqrt(q2) * (rho * z[0] + torch.sqrt(1 - rho**2) * z[1])
     for f in (act, act.derivative):
         samples = f(u) * f(v)
         mc, se = samples.mean(0), samples.std(0) / math.sqrt(n)
@@ -70,8 +79,10 @@ def test_standard_moments_match_scipy(spec):
 
     def integral(fn):
         val = lambda z: float(fn(torch.tensor(z, dtype=torch.float64))) * density(z)  # noqa: E731
-        return sum(scipy.integrate.quad(val, a, b, epsabs=1e-13, epsrel=1e-13)[0]
-                   for a, b in ((-np.inf, 0), (0, np.inf)))
+        return sum(
+            scipy.integrate.quad(val, a, b, epsabs=1e-13, epsrel=1e-13)[0]
+            for a, b in ((-np.inf, 0), (0, np.inf))
+        )
 
     m = standard_moments(spec)
     assert m["mean"] == pytest.approx(integral(act), abs=1e-10)
@@ -85,8 +96,9 @@ def test_expect_1d_on_variance_grid():
     q = torch.tensor([0.1, 1.0, 7.0], dtype=torch.float64)
     got = expect_1d(lambda u: torch.relu(u) ** 3, q)
     # E relu(u)^3 = q^{3/2} · 2/√(2π)
-    np.testing.assert_allclose(got.numpy(), q.numpy() ** 1.5 * 2 / math.sqrt(2 * math.pi),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        got.numpy(), q.numpy() ** 1.5 * 2 / math.sqrt(2 * math.pi), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("spec", ["relu", "erf", "normalized:relu", "scaled_relu"])
@@ -104,18 +116,23 @@ def test_identity_network_has_exact_kernel():
     x = np.random.default_rng(0).standard_normal((7, 3))
     L, beta = 5, 0.4
     lin = x @ x.T / 3
-    np.testing.assert_allclose(nngp(x, depth=L, beta=beta, activation="identity"),
-                               lin + L * beta ** 2, rtol=1e-13)
-    np.testing.assert_allclose(theta_inf(x, depth=L, beta=beta, activation="identity"),
-                               L * lin + L * (L + 1) / 2 * beta ** 2, rtol=1e-13)
+    np.testing.assert_allclose(
+        nngp(x, depth=L, beta=beta, activation="identity"), lin + L * beta**2, rtol=1e-13
+    )
+    np.testing.assert_allclose(
+        theta_inf(x, depth=L, beta=beta, activation="identity"),
+        L * lin + L * (L + 1) / 2 * beta**2,
+        rtol=1e-13,
+    )
 
 
 def test_relu_diagonal_halves_each_layer_and_depth_one_is_linear():
     x = np.random.default_rng(0).standard_normal((5, 3))
-    sq = (x ** 2).sum(1) / 3
+    sq = (x**2).sum(1) / 3
     for L in (1, 2, 4):
-        np.testing.assert_allclose(np.diag(nngp(x, depth=L, beta=0.0)), sq / 2 ** (L - 1),
-                                   rtol=1e-13)
+        np.testing.assert_allclose(
+            np.diag(nngp(x, depth=L, beta=0.0)), sq / 2 ** (L - 1), rtol=1e-13
+        )
     k1 = theta_inf(x, depth=1, beta=0.2, parametrization="balanced")
     np.testing.assert_allclose(k1, (1 - 0.04) * x @ x.T / 3 + 0.04, rtol=1e-13)
 
@@ -138,8 +155,9 @@ def test_rectangular_block_matches_full_gram():
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal((9, 3)), rng.standard_normal((4, 3))
     both = theta_inf(np.vstack([x, y]), depth=3, beta=0.2, activation="erf")
-    np.testing.assert_allclose(theta_inf(x, y, depth=3, beta=0.2, activation="erf"),
-                               both[:9, 9:], rtol=1e-12)
+    np.testing.assert_allclose(
+        theta_inf(x, y, depth=3, beta=0.2, activation="erf"), both[:9, 9:], rtol=1e-12
+    )
 
 
 def test_cosine_form_matches_gram_on_sphere():
@@ -209,12 +227,15 @@ def test_bad_inputs_name_the_input():
 
 def test_auto_device_equals_cpu():
     x = np.random.default_rng(0).standard_normal((10, 3))
-    assert np.array_equal(theta_inf(x, depth=3, beta=0.1, device="auto" if not
-                                    torch.cuda.is_available() else "cpu"),
-                          theta_inf(x, depth=3, beta=0.1))
+    assert np.array_equal(
+        theta_inf(x, depth=3, beta=0.1, device="auto" if not torch.cuda.is_available() else "cpu"),
+        theta_inf(x, depth=3, beta=0.1),
+    )
 
 
-@pytest.mark.parametrize("spec", ["relu", "scaled_relu", "normalized:relu", "erf", "normalized:erf"])
+@pytest.mark.parametrize(
+    "spec", ["relu", "scaled_relu", "normalized:relu", "erf", "normalized:erf"]
+)
 def test_fused_cpu_path_matches_generic_path(spec, monkeypatch):
     """The fused numpy tile map equals the torch layer map, also for duplicate, antiparallel
     and zero inputs (ρ = ±1 exactly, q = β² at the first layer) and across tile edges."""
@@ -240,8 +261,10 @@ def test_overflowing_inputs_raise_naming_the_input():
     x = np.random.default_rng(0).standard_normal((4, 3))
     for kw in (dict(), dict(activation="erf"), dict(activation="tanh", depth=2)):
         with pytest.raises(ValueError, match="x1: the kernel overflows.*1e\\+200"):
-            theta_inf(x * 1e200 / np.linalg.norm(x, axis=1, keepdims=True),
-                      **(dict(depth=3, beta=0.1) | kw))
+            theta_inf(
+                x * 1e200 / np.linalg.norm(x, axis=1, keepdims=True),
+                **(dict(depth=3, beta=0.1) | kw),
+            )
     with pytest.raises(ValueError, match="x1: the kernel overflows.*x2"):
         nngp(x, x * 1e200, depth=2, beta=0.0)
     # Finite inputs whose Θ (which grows like L·q) overflows in the last layers only.
@@ -249,8 +272,7 @@ def test_overflowing_inputs_raise_naming_the_input():
     with pytest.raises(ValueError, match="x1: the kernel overflows"):
         theta_inf(big * 10, depth=40, beta=0.0, activation="scaled_relu")
     with pytest.raises(ValueError, match="sq_norm"):
-        kernels_of_cosine([0.1, 0.5], depth=40, beta=0.0, activation="scaled_relu",
-                          sq_norm=1e307)
+        kernels_of_cosine([0.1, 0.5], depth=40, beta=0.0, activation="scaled_relu", sq_norm=1e307)
 
 
 def test_complex_inputs_are_refused_not_truncated():
@@ -289,11 +311,13 @@ def test_layer_step_leaves_its_inputs_and_matches_the_gram():
     q = torch.diagonal(sigma).clone()
     theta = sigma.clone()
     before = (sigma.clone(), theta.clone())
-    s2, t2 = kernels.layer_step(sigma, theta, q[:, None], q[None, :], act=act, gain=0.9,
-                                bias_var=0.1, method="auto")
+    s2, t2 = kernels.layer_step(
+        sigma, theta, q[:, None], q[None, :], act=act, gain=0.9, bias_var=0.1, method="auto"
+    )
     assert torch.equal(sigma, before[0]) and torch.equal(theta, before[1])
-    gram = kernel_matrices(x, depth=2, beta=np.sqrt(0.1), activation="erf",
-                           parametrization="balanced")
+    gram = kernel_matrices(
+        x, depth=2, beta=np.sqrt(0.1), activation="erf", parametrization="balanced"
+    )
     np.testing.assert_allclose(s2.numpy(), gram["nngp"], rtol=1e-13)
     np.testing.assert_allclose(t2.numpy(), gram["ntk"], rtol=1e-13)
 
@@ -308,6 +332,8 @@ def test_linearised_flow_clips_negative_eigenvalues():
     decay = flow.decay(np.array([0.0, 3.0]))
     assert decay.shape == (2, 4) and (decay <= 1.0).all() and (decay[0] == 1.0).all()
     fitted = flow.fitted(3.0)
-    np.testing.assert_allclose(np.sort(fitted), np.sort([(1 - np.exp(-1.5)) / 2.0,
-                                                         (1 - np.exp(-0.375)) / 0.5, 0.75,
-                                                         0.75]), rtol=1e-14)
+    np.testing.assert_allclose(
+        np.sort(fitted),
+        np.sort([(1 - np.exp(-1.5)) / 2.0, (1 - np.exp(-0.375)) / 0.5, 0.75, 0.75]),
+        rtol=1e-14,
+    )

@@ -40,8 +40,13 @@ def test_every_module_is_an_experiment_with_schema_preset_and_caption():
 
 
 def test_every_experiment_has_a_figure_target_and_rules():
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-                          "--list-rules"], capture_output=True, text=True, cwd=REPO, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--list-rules"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     rules = set(out.stdout.split())
     for name, exp in registry().items():
         expected = {f"{name}_{job.name}" for job in exp.jobs} | {f"{name}_plot", f"{name}_check"}
@@ -57,10 +62,12 @@ def test_stage_signatures_match_the_declaration(name):
         assert keywords == {k for k, v in params.items() if v.kind == v.KEYWORD_ONLY}, job
     for step in (exp.plot, exp.check):
         params = inspect.signature(step).parameters
-        assert set(exp.figure_inputs) == {k for k, v in params.items()
-                                          if v.kind == v.KEYWORD_ONLY}, step
+        assert set(exp.figure_inputs) == {
+            k for k, v in params.items() if v.kind == v.KEYWORD_ONLY
+        }, step
     for job_name in list(exp.figure_inputs.values()) + [
-            j for job in exp.jobs for j in job.inputs.values()]:
+        j for job in exp.jobs for j in job.inputs.values()
+    ]:
         exp.job(job_name)  # every input names a job of the experiment
 
 

@@ -50,7 +50,7 @@ def test_cosine_quadrature_is_the_law_of_the_cosine():
         t, w = spectral.cosine_quadrature(d, 40)
         assert abs(w.sum() - 1.0) < 1e-13
         assert abs((w * t * t).sum() - 1.0 / d) < 1e-13  # E t² = 1/d
-        assert abs((w * t ** 4).sum() - 3.0 / (d * (d + 2))) < 1e-13
+        assert abs((w * t**4).sum() - 3.0 / (d * (d + 2))) < 1e-13
 
 
 @pytest.mark.parametrize("d", [2, 3, 5])
@@ -106,8 +106,7 @@ def test_gram_eigenvalues_lie_in_the_sampling_bands(kernel):
     fh = spectral.funk_hecke(kappa, d, 12, nodes=1024)
     trace = float(kappa(np.array([1.0]))[0])
     tol = spectral.degree_tolerance(fh.eigenvalues, fh.multiplicities, trace, n)
-    bands = spectral.sorted_bands(fh.eigenvalues, fh.multiplicities, tol + fh.quadrature_error,
-                                  49)
+    bands = spectral.sorted_bands(fh.eigenvalues, fh.multiplicities, tol + fh.quadrature_error, 49)
     for seed in range(2):
         eig = spectral.gram_eigenvalues(kappa, sphere_points(n, d, seed=seed))
         score = spectral.band_score(eig, bands)

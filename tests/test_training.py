@@ -44,8 +44,7 @@ def relative_error(a, b) -> float:
 
 def train_one_reference(seed, architecture, batch_at, steps, lr, loss, x_eval, eval_steps):
     """Losses (steps + 1,) and outputs {step: (M, k)} of one MLP trained in float64."""
-    model = MLP(**architecture, generator=torch.Generator().manual_seed(seed),
-                dtype=torch.float64)
+    model = MLP(**architecture, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     losses, outputs = [], {}
     for step in range(steps + 1):
         xb, yb = batch_at(step)
@@ -85,22 +84,38 @@ def test_ensemble_equals_separately_trained_nets(case):
     rng = np.random.default_rng(7)
     n_train, in_dim, steps, lr, seeds = 11, 3, 25, 0.3, [3, 11, 1234]
     x_train = rng.standard_normal((n_train, in_dim))
-    y_train = np.tanh(x_train[:, :out_dim] * x_train[:, 1:out_dim + 1])
+    y_train = np.tanh(x_train[:, :out_dim] * x_train[:, 1 : out_dim + 1])
     if out_dim == 1:
         y_train = y_train[:, 0]
     x_eval = rng.standard_normal((7, in_dim))
     eval_steps = (0, 9, steps)
-    arch = dict(width=24, depth=depth, beta=0.2, activation=activation,
-                parametrization=parametrization, norm=norm)
+    arch = dict(
+        width=24,
+        depth=depth,
+        beta=0.2,
+        activation=activation,
+        parametrization=parametrization,
+        norm=norm,
+    )
     batch_size, batch_seed = 4, 5  # 11 points: epochs of 3 batches, the last one of size 3
-    kwargs = dict(**arch, seeds=seeds, steps=steps, lr=lr, loss=loss, x_eval=x_eval,
-                  eval_steps=eval_steps, dtype=torch.float64, name=case)
+    kwargs = dict(
+        **arch,
+        seeds=seeds,
+        steps=steps,
+        lr=lr,
+        loss=loss,
+        x_eval=x_eval,
+        eval_steps=eval_steps,
+        dtype=torch.float64,
+        name=case,
+    )
     if mode == "full":
         result = train_ensemble(x_train, y_train, **kwargs)
         batch_at = lambda step: (x_train, y_train)  # noqa: E731
     elif mode == "minibatch":
-        result = train_ensemble(x_train, y_train, batch_size=batch_size,
-                                batch_seed=batch_seed, **kwargs)
+        result = train_ensemble(
+            x_train, y_train, batch_size=batch_size, batch_seed=batch_seed, **kwargs
+        )
 
         def batch_at(step):
             index = minibatch_indices(n_train, batch_size, batch_seed, step)
@@ -110,11 +125,14 @@ def test_ensemble_equals_separately_trained_nets(case):
         result = train_ensemble(sample_batch=batch_at, **kwargs)
 
     assert result.losses.shape == (len(seeds), steps + 1)
-    assert result.f_eval.shape == (len(seeds), len(eval_steps), 7) + ((out_dim,) if out_dim > 1 else ())
+    assert result.f_eval.shape == (len(seeds), len(eval_steps), 7) + (
+        (out_dim,) if out_dim > 1 else ()
+    )
     architecture = dict(in_dim=in_dim, out_dim=out_dim, **arch)
     for k, seed in enumerate(seeds):
-        ref_losses, ref_outputs = train_one_reference(seed, architecture, batch_at, steps, lr,
-                                                      loss, x_eval, eval_steps)
+        ref_losses, ref_outputs = train_one_reference(
+            seed, architecture, batch_at, steps, lr, loss, x_eval, eval_steps
+        )
         assert relative_error(result.losses[k], ref_losses) <= 1e-10
         for j, step in enumerate(eval_steps):
             expected = ref_outputs[step] if out_dim > 1 else ref_outputs[step][:, 0]
@@ -134,8 +152,7 @@ def test_members_start_bitwise_as_mlp_and_rebuild_after_training():
         for p, q in zip(got.parameters(), expected.parameters()):
             assert p.dtype == q.dtype == torch.float32 and torch.equal(p, q)
 
-    trained = train_ensemble(x, y, **arch, seeds=seeds, steps=7, lr=1.0, x_eval=x,
-                             eval_steps=(7,))
+    trained = train_ensemble(x, y, **arch, seeds=seeds, steps=7, lr=1.0, x_eval=x, eval_steps=(7,))
     member = trained.member(2)
     with torch.no_grad():
         out = member(torch.as_tensor(x, dtype=torch.float32))[:, 0].numpy()
@@ -152,9 +169,19 @@ def test_recorded_ntk_is_the_members_jacobian_kernel():
     x, y = fig2_training_set()
     points, _ = circle_points(5)
     seeds, steps = [4, 9], 6
-    result = train_ensemble(x, y, width=12, depth=3, beta=0.1, seeds=seeds, steps=steps,
-                            lr=1.0, ntk_points=points, ntk_steps=(steps, 0),
-                            dtype=torch.float64)
+    result = train_ensemble(
+        x,
+        y,
+        width=12,
+        depth=3,
+        beta=0.1,
+        seeds=seeds,
+        steps=steps,
+        lr=1.0,
+        ntk_points=points,
+        ntk_steps=(steps, 0),
+        dtype=torch.float64,
+    )
     assert result.ntk.shape == (2, 2, 5, 5)
 
     def jacobian_ntk(model):
@@ -162,14 +189,15 @@ def test_recorded_ntk_is_the_members_jacobian_kernel():
         rows = []
         for i in range(len(points)):
             model.zero_grad()
-            model(inputs[i:i + 1]).sum().backward()
+            model(inputs[i : i + 1]).sum().backward()
             rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
         jac = torch.stack(rows)
         return (jac @ jac.T).numpy()
 
     for k, seed in enumerate(seeds):
-        initial = MLP(2, 12, 3, beta=0.1, generator=torch.Generator().manual_seed(seed),
-                      dtype=torch.float64)
+        initial = MLP(
+            2, 12, 3, beta=0.1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        )
         assert relative_error(result.ntk[k, 1], jacobian_ntk(initial)) <= 1e-10
         assert relative_error(result.ntk[k, 0], jacobian_ntk(result.member(k))) <= 1e-10
         # The kernel moved during training, so the two records are really different steps.
@@ -194,14 +222,26 @@ def test_trained_output_approaches_kernel_ode_with_width(loss, steps):
     widths, seeds = [64, 256, 1024], list(range(6))
     errors = []
     for width in widths:
-        result = train_ensemble(x, y, width=width, depth=depth, beta=beta, seeds=seeds,
-                                steps=steps, lr=lr, loss=loss, x_eval=np.concatenate([x, x_test]),
-                                eval_steps=(0, steps), name=f"ode-{width}")
+        result = train_ensemble(
+            x,
+            y,
+            width=width,
+            depth=depth,
+            beta=beta,
+            seeds=seeds,
+            steps=steps,
+            lr=lr,
+            loss=loss,
+            x_eval=np.concatenate([x, x_test]),
+            eval_steps=(0, steps),
+            name=f"ode-{width}",
+        )
         gaps = []
         for k in range(len(seeds)):
             f0, ft = result.f_eval[k, 0], result.f_eval[k, 1]
-            predicted = kernels.kernel_ode_prediction(theta_test, theta_train, y, f0[:4], f0[4:],
-                                                      steps * lr, loss=loss)
+            predicted = kernels.kernel_ode_prediction(
+                theta_test, theta_train, y, f0[:4], f0[4:], steps * lr, loss=loss
+            )
             gaps.append(ft[4:] - predicted)
         errors.append(float(np.sqrt(np.mean(np.square(gaps)))))
     slope = np.polyfit(np.log(widths), np.log(errors), 1)[0]
@@ -215,8 +255,9 @@ def test_trained_output_approaches_kernel_ode_with_width(loss, steps):
 def test_huge_learning_rate_raises_training_diverged_naming_run_seed_and_step():
     x, y = fig2_training_set()
     with pytest.raises(TrainingDiverged, match=r"run 'too-fast'.*seed (17|23).*step \d+"):
-        train_ensemble(x, y, width=32, depth=3, beta=0.1, seeds=[17, 23], steps=200, lr=1e6,
-                       name="too-fast")
+        train_ensemble(
+            x, y, width=32, depth=3, beta=0.1, seeds=[17, 23], steps=200, lr=1e6, name="too-fast"
+        )
     assert issubclass(TrainingDiverged, RuntimeError)
 
 
@@ -254,23 +295,27 @@ BAD_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("argument, change", BAD_ARGUMENTS,
-                         ids=[f"{a}-{i}" for i, (a, _) in enumerate(BAD_ARGUMENTS)])
+@pytest.mark.parametrize(
+    "argument, change", BAD_ARGUMENTS, ids=[f"{a}-{i}" for i, (a, _) in enumerate(BAD_ARGUMENTS)]
+)
 def test_bad_arguments_raise_value_error_naming_them(argument, change):
     x, y = fig2_training_set()
     with pytest.raises(ValueError, match=argument):
         train_ensemble(x, y, **{**GOOD, **change})
 
 
-@pytest.mark.parametrize("argument, x_train, y_train, extra", [
-    ("x_train", np.zeros(4), np.zeros(4), {}),
-    ("x_train", np.full((4, 2), np.nan), np.zeros(4), {}),
-    ("y_train", np.zeros((4, 2)), np.zeros(3), {}),
-    ("y_train", np.zeros((4, 2)), np.zeros((4, 1, 1)), {}),
-    ("x_train", None, None, {}),
-    ("sample_batch", None, None, {"sample_batch": 3}),
-    ("x_train", np.zeros((4, 2)), np.zeros(4), {"sample_batch": lambda s: (None, None)}),
-])
+@pytest.mark.parametrize(
+    "argument, x_train, y_train, extra",
+    [
+        ("x_train", np.zeros(4), np.zeros(4), {}),
+        ("x_train", np.full((4, 2), np.nan), np.zeros(4), {}),
+        ("y_train", np.zeros((4, 2)), np.zeros(3), {}),
+        ("y_train", np.zeros((4, 2)), np.zeros((4, 1, 1)), {}),
+        ("x_train", None, None, {}),
+        ("sample_batch", None, None, {"sample_batch": 3}),
+        ("x_train", np.zeros((4, 2)), np.zeros(4), {"sample_batch": lambda s: (None, None)}),
+    ],
+)
 def test_bad_data_raises_value_error_naming_it(argument, x_train, y_train, extra):
     with pytest.raises(ValueError, match=argument):
         train_ensemble(x_train, y_train, **GOOD, **extra)
@@ -279,6 +324,7 @@ def test_bad_data_raises_value_error_naming_it(argument, x_train, y_train, extra
 def test_bad_sampled_batch_raises_value_error():
     def sampler(step):  # the input dimension changes after step 0
         return np.zeros((3, 2 if step == 0 else 3)), np.zeros(3)
+
     with pytest.raises(ValueError, match=r"sample_batch\(1\)"):
         train_ensemble(sample_batch=sampler, **GOOD)
 
@@ -286,8 +332,19 @@ def test_bad_sampled_batch_raises_value_error():
 def test_identical_calls_give_bitwise_identical_results():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((10, 3)), rng.standard_normal(10)
-    kwargs = dict(width=32, depth=3, beta=0.1, norm="layer", seeds=[1, 2, 3], steps=12, lr=0.5,
-                  batch_size=4, batch_seed=9, x_eval=x[:3], eval_steps=(0, 5, 12))
+    kwargs = dict(
+        width=32,
+        depth=3,
+        beta=0.1,
+        norm="layer",
+        seeds=[1, 2, 3],
+        steps=12,
+        lr=0.5,
+        batch_size=4,
+        batch_seed=9,
+        x_eval=x[:3],
+        eval_steps=(0, 5, 12),
+    )
     first, second = train_ensemble(x, y, **kwargs), train_ensemble(x, y, **kwargs)
     for key, value in first.arrays().items():
         assert np.array_equal(value, second.arrays()[key]), key
@@ -309,8 +366,9 @@ def test_minibatch_schedule_covers_each_point_once_per_epoch():
 
 
 def test_flops_per_step_counts_three_matmuls_per_layer_but_the_first():
-    assert flops_per_step([2, 10, 1], n_batch=5, n_members=3) == 3 * (2 * 2 * 5 * 2 * 10
-                                                                     + 3 * 2 * 5 * 10 * 1)
+    assert flops_per_step([2, 10, 1], n_batch=5, n_members=3) == 3 * (
+        2 * 2 * 5 * 2 * 10 + 3 * 2 * 5 * 10 * 1
+    )
     assert math.isclose(flops_per_step([2, 1024, 1024, 1024, 1], 100, 10) / 1e9, 12.6, rel_tol=0.01)
 
 
@@ -335,8 +393,18 @@ def test_batch_source_gives_full_mini_and_sampled_batches():
 
 def test_result_architecture_rebuilds_a_member_as_the_grouped_arguments_say():
     x, y = fig2_training_set()
-    result = train_ensemble(x, y, width=8, depth=2, beta=np.float64(0.3), activation="tanh",
-                            norm="layer", seeds=np.array([4, 9]), steps=1, lr=0.1)
+    result = train_ensemble(
+        x,
+        y,
+        width=8,
+        depth=2,
+        beta=np.float64(0.3),
+        activation="tanh",
+        norm="layer",
+        seeds=np.array([4, 9]),
+        steps=1,
+        lr=0.1,
+    )
     grouped = Architecture(width=8, depth=2, beta=0.3, activation="tanh", norm="layer")
     assert result.architecture == grouped.mlp_kwargs(in_dim=2, out_dim=1)
     assert result.seeds.tolist() == [4, 9]

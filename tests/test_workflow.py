@@ -30,8 +30,9 @@ def _checks(workdir: Path) -> list[dict]:
 def test_every_figure_is_drawn_and_every_evaluated_claim_holds(finished_run):
     workdir, seconds = finished_run
     experiments = list(registry())
-    assert sorted(p.stem for p in (workdir / "results" / "checks").glob("*.csv")) == \
-        sorted(experiments)
+    assert sorted(p.stem for p in (workdir / "results" / "checks").glob("*.csv")) == sorted(
+        experiments
+    )
     for name in experiments:
         for ext in ("png", "pdf"):
             path = workdir / "results" / "figures" / f"{name}.{ext}"
@@ -62,15 +63,17 @@ def test_rerun_does_nothing_and_one_figure_rebuilds_alone(finished_run):
     dry = snakemake(workdir, "-n", "--config", "preset=test").stdout
     assert "nothing to be done" in dry.lower()
     # Changing one fig2 value reruns only fig2's jobs (and the tables that merge all).
-    jobs = _scheduled(snakemake(workdir, "-n", "--config", "preset=test",
-                                "fig2={steps: 50}").stdout)
+    jobs = _scheduled(
+        snakemake(workdir, "-n", "--config", "preset=test", "fig2={steps: 50}").stdout
+    )
     assert "fig2_train" in jobs and jobs <= FIG2_JOBS | MERGE_JOBS, jobs
 
 
 def test_model_values_rerun_only_the_ntk_paper_experiments(finished_run):
     workdir, _ = finished_run
-    jobs = _scheduled(snakemake(workdir, "-n", "--config", "preset=test",
-                                "model={beta: 0.2}").stdout)
+    jobs = _scheduled(
+        snakemake(workdir, "-n", "--config", "preset=test", "model={beta: 0.2}").stdout
+    )
     touched = {job.split("_")[0] for job in jobs} - {"checks", "claims"}
     assert touched == {"fig1", "fig2", "fig3"}, jobs  # sweeps take β from their own grid
 
@@ -108,10 +111,25 @@ def test_killed_run_resumes_without_redoing_finished_jobs(finished_run, tmp_path
     snakemake(run, str(first.relative_to(run)), "--cores", "1", "--config", "preset=test")
     stamp = first.stat().st_mtime_ns
     target = "results/figures/fig2.png"
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(run), target, "--cores", "1",
-           "--config", "preset=test"]
-    proc = subprocess.Popen(cmd, env=workflow_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        *SNAKEMAKE,
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(run),
+        target,
+        "--cores",
+        "1",
+        "--config",
+        "preset=test",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=workflow_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     # With one core the jobs run one after another: once the second training job has
     # started (its log exists), Snakemake has recorded the first one as finished.
     outputs = {w: run / f"results/fig2/train_w{w}.npz" for w in (32, 256)}
@@ -134,17 +152,20 @@ def test_killed_run_resumes_without_redoing_finished_jobs(finished_run, tmp_path
     assert first.stat().st_mtime_ns == stamp and done.stat().st_mtime_ns == done_stamp
     assert "fig2_limit" not in log.split("Job stats:")[-1].split("Reasons")[0]
     for name in ("train_w32.npz", "train_w256.npz", "limit.npz"):
-        assert (run / "results/fig2" / name).read_bytes() == \
-            (workdir / "results/fig2" / name).read_bytes(), name
+        assert (run / "results/fig2" / name).read_bytes() == (
+            workdir / "results/fig2" / name
+        ).read_bytes(), name
 
 
 def test_bad_config_value_fails_before_any_job_naming_the_key(tmp_path):
     workdir = new_workdir(tmp_path)
-    for override, key in (("model={beta: 1.5}", "model.beta"),
-                          ("fig1={widths: [-5]}", "fig1.widths[0]"),
-                          (f"fig3={{mnist: {tmp_path / 'missing.idx'}}}", "fig3.mnist"),
-                          ("fig2={widht: 3}", "fig2.widht"),
-                          ("model={activation: softsign}", "model.activation")):
+    for override, key in (
+        ("model={beta: 1.5}", "model.beta"),
+        ("fig1={widths: [-5]}", "fig1.widths[0]"),
+        (f"fig3={{mnist: {tmp_path / 'missing.idx'}}}", "fig3.mnist"),
+        ("fig2={widht: 3}", "fig2.widht"),
+        ("model={activation: softsign}", "model.activation"),
+    ):
         proc = snakemake(workdir, "--cores", "1", "--config", "preset=test", override, check=False)
         assert proc.returncode != 0
         lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "config error" in ln]
@@ -172,14 +193,16 @@ def test_a_broken_claim_fails_the_run_after_every_figure_is_drawn(finished_run, 
     workdir, _ = finished_run
     broken = tmp_path / "broken"
     shutil.copytree(workdir, broken, symlinks=True)  # keeps mtimes: only fig2 reruns
-    proc = snakemake(broken, "--cores", "2", "--config", "preset=test", "fig2={steps: 2}",
-                     check=False)
+    proc = snakemake(
+        broken, "--cores", "2", "--config", "preset=test", "fig2={steps: 2}", check=False
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     rows = _checks(broken)
     failed = [r for r in rows if r["status"] == "fail"]
     assert failed and {r["experiment"] for r in failed} == {"fig2"}, failed
     assert "claims hold" in out and f"FAILED fig2: {failed[0]['claim']}" in out
-    assert (broken / "results/figures/fig2.png").stat().st_mtime > \
-        (workdir / "results/figures/fig2.png").stat().st_mtime
+    assert (broken / "results/figures/fig2.png").stat().st_mtime > (
+        workdir / "results/figures/fig2.png"
+    ).stat().st_mtime
     assert not (broken / "results/claims.txt").exists()

@@ -18,9 +18,9 @@ All functions take and return torch tensors so they run on any device.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import torch
 
@@ -68,7 +68,7 @@ def _relu_pair(q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     norm = torch.sqrt(q1 * q2)
     rho = _correlation(c, norm)
     rest = math.pi - torch.arccos(rho)  # π − θ
-    sin = torch.sqrt(1.0 - rho * rho)   # sin θ, θ ∈ [0, π]
+    sin = torch.sqrt(1.0 - rho * rho)  # sin θ, θ ∈ [0, π]
     return norm * (sin + rest * rho) / (2.0 * math.pi), rest / (2.0 * math.pi)
 
 
@@ -76,8 +76,10 @@ def _erf_pair(q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     # E[erf erf] = (2/π) arcsin(2c/√((1+2q1)(1+2q2))); E[erf' erf'] is its derivative in c.
     root = torch.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2))
     arg = torch.clamp(2.0 * c / root, -1.0, 1.0)
-    return ((2.0 / math.pi) * torch.arcsin(arg),
-            (4.0 / math.pi) / (root * torch.sqrt(1.0 - arg * arg)))
+    return (
+        (2.0 / math.pi) * torch.arcsin(arg),
+        (4.0 / math.pi) / (root * torch.sqrt(1.0 - arg * arg)),
+    )
 
 
 def _identity_pair(q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -182,7 +184,7 @@ class Activation:
         return cross, (a * a) * dcross
 
 
-@lru_cache(maxsize=None)
+@cache
 def _standard_moments(base_name: str) -> tuple[float, float]:
     """(E[base(z)], E[base(z)^2]) for z ~ N(0,1), computed once by 1-D quadrature."""
     from ntk_repro.gauss import expect_1d
@@ -196,7 +198,7 @@ def _standard_moments(base_name: str) -> tuple[float, float]:
     return float(m1), float(m2)
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_activation(spec: str) -> Activation:
     """Parse an activation spec (see module docstring).
 
@@ -210,7 +212,7 @@ def get_activation(spec: str) -> Activation:
     name = spec.strip()
     normalized = name.startswith(NORMALIZED_PREFIX)
     if normalized:
-        name = name[len(NORMALIZED_PREFIX):]
+        name = name[len(NORMALIZED_PREFIX) :]
     if name in _ALIASES:
         base_name, scale, shift = _ALIASES[name]
     elif name in _BASES:

@@ -40,12 +40,16 @@ def summary_lines(rows: list[dict]) -> list[str]:
     """'N of M claims hold (K not evaluated at this preset)', then each failing claim."""
     evaluated = [r for r in rows if r["status"] != "not_evaluated"]
     failed = [r for r in evaluated if r["status"] != "pass"]
-    lines = [f"{len(evaluated) - len(failed)} of {len(evaluated)} claims hold "
-             f"({len(rows) - len(evaluated)} not evaluated at this preset)"]
+    lines = [
+        f"{len(evaluated) - len(failed)} of {len(evaluated)} claims hold "
+        f"({len(rows) - len(evaluated)} not evaluated at this preset)"
+    ]
     for r in failed:
-        lines.append(f"FAILED {r['experiment']}: {r['claim']} — measured {r['measured']}, "
-                     f"paper/theory {r['paper_value']}, tolerance {r['tolerance']} "
-                     f"({r['comparison']})")
+        lines.append(
+            f"FAILED {r['experiment']}: {r['claim']} — measured {r['measured']}, "
+            f"paper/theory {r['paper_value']}, tolerance {r['tolerance']} "
+            f"({r['comparison']})"
+        )
     return lines
 
 

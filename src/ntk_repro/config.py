@@ -2,9 +2,10 @@
 
 The Snakefile calls :func:`resolve_config` before any job starts. ``workflow/presets/laptop.yaml``
 holds every value; another preset (``paper.yaml``, ``test.yaml``) is an overlay on it, and
-``config.yaml`` and ``--config`` override any value (nested keys merge). The merged result is checked against
-``workflow/schemas/config.schema.yaml``; the first problem is reported in one line that names
-the key, e.g. ``config key 'fig1.widths[0]': 0 is less than the minimum of 1``.
+``config.yaml`` and ``--config`` override any value (nested keys merge). The merged result is
+checked against ``workflow/schemas/config.schema.yaml``; the most specific problem is
+reported in one line that names the key, e.g.
+``config key 'fig1.widths[0]': -5 is less than the minimum of 1``.
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def validate(config: dict, schema: dict) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     # The most specific problem first: for widths [-5] that the width is negative, not that
     # the list is too short.
-    errors = sorted(validator.iter_errors(config),
-                    key=lambda e: (-len(e.absolute_path), [str(p) for p in e.absolute_path],
-                                   e.message))
+    errors = sorted(
+        validator.iter_errors(config),
+        key=lambda e: (-len(e.absolute_path), [str(p) for p in e.absolute_path], e.message),
+    )
     if not errors:
         return
     err = errors[0]

@@ -22,7 +22,7 @@ import math
 import os
 import zipfile
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -50,8 +50,9 @@ def as_generator(seed, name: str = "seed") -> np.random.Generator:
 # --- synthetic inputs --------------------------------------------------------------------------
 
 
-def circle_points(n: int | None = None, *, angles=None, radius: float = 1.0,
-                  endpoint: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def circle_points(
+    n: int | None = None, *, angles=None, radius: float = 1.0, endpoint: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Points x = radius·(cos γ, sin γ) on a circle.
 
     Parameters
@@ -131,9 +132,9 @@ def product_target(x) -> np.ndarray:
     return arr[:, 0] * arr[:, 1]
 
 
-def gaussian_batch_sampler(n: int, dim: int, *, seed: int,
-                           target: Callable[[np.ndarray], np.ndarray] = product_target
-                           ) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+def gaussian_batch_sampler(
+    n: int, dim: int, *, seed: int, target: Callable[[np.ndarray], np.ndarray] = product_target
+) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
     """A ``sample_batch(step) -> (x, y)`` drawing fresh N(0, I_dim) inputs every step.
 
     The batch of a step depends only on (seed, step), never on earlier calls, so a run can be
@@ -158,8 +159,9 @@ def fig2_training_set(radius: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
 # --- image data sets on the sphere -------------------------------------------------------------
 
 
-def _onto_sphere(images: np.ndarray, n: int, rng: np.random.Generator, standardize: bool,
-                 source: str) -> tuple[np.ndarray, np.ndarray]:
+def _onto_sphere(
+    images: np.ndarray, n: int, rng: np.random.Generator, standardize: bool, source: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Pick ``n`` of the images (N, n0) at random; centre and scale them to ‖x‖² = n0.
 
     Centring subtracts the mean image of the whole data set (not of the sample), so a point's
@@ -176,8 +178,10 @@ def _onto_sphere(images: np.ndarray, n: int, rng: np.random.Generator, standardi
         x -= images.mean(axis=0, dtype=np.float64)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     if (norms == 0.0).any():
-        raise ValueError(f"{source} has an image of zero norm"
-                         f"{' after centring' if standardize else ''}; it has no direction")
+        raise ValueError(
+            f"{source} has an image of zero norm"
+            f"{' after centring' if standardize else ''}; it has no direction"
+        )
     return x * (math.sqrt(n0) / norms), index
 
 
@@ -275,7 +279,11 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(
             f"MNIST file {path} has {len(raw)} bytes but its IDX header {shape} needs {expected}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def _idx_shape(path: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -296,8 +304,9 @@ def _idx_shape(path: str) -> tuple[tuple[int, ...], np.dtype]:
                 handle.seek(-4, os.SEEK_END)
                 size = int.from_bytes(handle.read(4), "little")
         except (OSError, EOFError, ValueError, zlib.error) as err:
-            raise ValueError(f"MNIST file {path} is not a valid gzip file: {_one_line(err)}"
-                             ) from None
+            raise ValueError(
+                f"MNIST file {path} is not a valid gzip file: {_one_line(err)}"
+            ) from None
         expected_size = 2**32
     shape, dtype, header = _idx_header(head, path)
     expected = _idx_bytes(shape, dtype, header)
@@ -305,8 +314,10 @@ def _idx_shape(path: str) -> tuple[tuple[int, ...], np.dtype]:
         expected %= expected_size
     if size != expected:
         unpacked = " uncompressed" if expected_size is not None else ""
-        raise ValueError(f"MNIST file {path} has {size}{unpacked} bytes but its IDX header "
-                         f"{shape} needs {expected}")
+        raise ValueError(
+            f"MNIST file {path} has {size}{unpacked} bytes but its IDX header "
+            f"{shape} needs {expected}"
+        )
     return shape, dtype
 
 
@@ -319,8 +330,7 @@ def _npz_keys(names, path: str) -> tuple[str, str | None]:
     """The keys of the images ("x" or "images") and labels ("y", "labels" or None)."""
     image_key = next((k for k in ("x", "images") if k in names), None)
     if image_key is None:
-        raise ValueError(f"MNIST file {path} has no 'x' or 'images' array "
-                         f"(found {sorted(names)})")
+        raise ValueError(f"MNIST file {path} has no 'x' or 'images' array (found {sorted(names)})")
     return image_key, next((k for k in ("y", "labels") if k in names), None)
 
 
@@ -378,14 +388,18 @@ def _npz_shapes(path: str) -> tuple[tuple[int, ...], np.dtype, tuple[int, ...] |
 
 def _check_images(path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
     if len(shape) < 2 or shape[0] == 0 or dtype.kind not in "biuf":
-        raise ValueError(f"MNIST file {path} holds a {dtype} array of shape "
-                         f"{shape}, expected numeric images (N, rows, cols) or (N, n0)")
+        raise ValueError(
+            f"MNIST file {path} holds a {dtype} array of shape "
+            f"{shape}, expected numeric images (N, rows, cols) or (N, n0)"
+        )
 
 
 def _check_labels(source: str, shape: tuple[int, ...], n_images: int) -> None:
     if shape != (n_images,):
-        raise ValueError(f"MNIST file {source} has labels of shape {shape}, "
-                         f"expected ({n_images},) to match the images")
+        raise ValueError(
+            f"MNIST file {source} has labels of shape {shape}, "
+            f"expected ({n_images},) to match the images"
+        )
 
 
 def check_mnist_file(path, *, labels_path=None, n: int | None = None) -> None:
@@ -416,8 +430,9 @@ def check_mnist_file(path, *, labels_path=None, n: int | None = None) -> None:
         raise ValueError(f"n = {n} exceeds the {shape[0]} images of MNIST file {path}")
 
 
-def load_mnist(path, n: int, *, seed, labels_path=None,
-               standardize: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def load_mnist(
+    path, n: int, *, seed, labels_path=None, standardize: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``n`` MNIST images from user-supplied files, on the sphere of radius √n0.
 
     Parameters
@@ -458,8 +473,9 @@ def load_mnist(path, n: int, *, seed, labels_path=None,
         raise ValueError(f"MNIST file {path} contains NaN or inf pixels")
     if labels is not None:
         labels = np.asarray(labels)
-        _check_labels(labels_path if labels_path is not None else path, labels.shape,
-                      images.shape[0])
+        _check_labels(
+            labels_path if labels_path is not None else path, labels.shape, images.shape[0]
+        )
     x, index = _onto_sphere(images, n, as_generator(seed), standardize, f"MNIST file {path}")
     return x, (None if labels is None else labels[index].astype(np.int64))
 

@@ -77,15 +77,30 @@ class DeconvNet(nn.Module):
     layout: in, out, taps) and ``biases[ℓ]`` of shape (n_{ℓ+1},), ℓ = 0 … L − 1.
     """
 
-    def __init__(self, in_channels: int, width: int, depth: int, *, stride: int = 2,
-                 dim: int = 1, beta: float, activation: str = "scaled_relu",
-                 parametrization: str = "balanced", out_channels: int = 1,
-                 norm: str | None = None, generator: torch.Generator | None = None,
-                 device=None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        depth: int,
+        *,
+        stride: int = 2,
+        dim: int = 1,
+        beta: float,
+        activation: str = "scaled_relu",
+        parametrization: str = "balanced",
+        out_channels: int = 1,
+        norm: str | None = None,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.activation = check_hyperparameters(depth, beta, activation, parametrization)
-        for name, value in (("in_channels", in_channels), ("width", width),
-                            ("out_channels", out_channels)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("width", width),
+            ("out_channels", out_channels),
+        ):
             check_int(value, name, minimum=1)
         self.stride = check_int(stride, "stride", minimum=2)
         if dim not in _TRANSPOSED_CONV:
@@ -102,18 +117,24 @@ class DeconvNet(nn.Module):
         self.biases = nn.ParameterList()
         channels = self.channels
         for n_in, n_out in zip(channels[:-1], channels[1:]):
-            w = torch.randn(n_in, n_out, *([self.stride] * dim), generator=generator,
-                            dtype=dtype, device="cpu")
+            w = torch.randn(
+                n_in, n_out, *([self.stride] * dim), generator=generator, dtype=dtype, device="cpu"
+            )
             b = torch.randn(n_out, generator=generator, dtype=dtype, device="cpu")
             self.weights.append(nn.Parameter(w.to(dev)))
             self.biases.append(nn.Parameter(b.to(dev)))
         # BatchNorm modules (not a hand-written normalisation) so that the NTK code sees the
         # batch coupling; no affine parameters, always batch statistics.
-        self.norms = nn.ModuleList(
-            _BATCH_NORM[dim](n, eps=_BN_EPS, affine=False, track_running_stats=False,
-                             device=dev, dtype=dtype)
-            for n in channels[1:-1]
-        ) if norm == "batch" else None
+        self.norms = (
+            nn.ModuleList(
+                _BATCH_NORM[dim](
+                    n, eps=_BN_EPS, affine=False, track_running_stats=False, device=dev, dtype=dtype
+                )
+                for n in channels[1:-1]
+            )
+            if norm == "batch"
+            else None
+        )
 
     @property
     def channels(self) -> list[int]:
@@ -122,7 +143,7 @@ class DeconvNet(nn.Module):
     def output_shape(self, input_shape) -> tuple[int, ...]:
         """Spatial output shape for the spatial input shape m0."""
         m0 = _spatial(input_shape, self.dim, "input_shape")
-        return tuple(m * self.stride ** self.depth for m in m0)
+        return tuple(m * self.stride**self.depth for m in m0)
 
     def preactivation(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """α̃(layer+1) from α(layer): s_W/√n · W ⊛_s h + β b."""
@@ -138,8 +159,10 @@ class DeconvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != self.dim + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (N, {self.in_channels}, "
-                             f"{', '.join(['m'] * self.dim)}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have shape (N, {self.in_channels}, "
+                f"{', '.join(['m'] * self.dim)}), got {tuple(x.shape)}"
+            )
         h = x
         for layer in range(self.depth):
             h = self.preactivation(layer, h)
@@ -148,9 +171,11 @@ class DeconvNet(nn.Module):
         return h
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, stride={self.stride}, dim={self.dim}, "
-                f"beta={self.beta}, activation={self.activation.spec!r}, "
-                f"parametrization={self.parametrization!r}, norm={self.norm!r}")
+        return (
+            f"channels={self.channels}, stride={self.stride}, dim={self.dim}, "
+            f"beta={self.beta}, activation={self.activation.spec!r}, "
+            f"parametrization={self.parametrization!r}, norm={self.norm!r}"
+        )
 
 
 # --- the pixel tree ----------------------------------------------------------------------------
@@ -172,14 +197,15 @@ def pixel_tree(input_shape, stride: int, depth: int, device=None):
     """
     m0 = tuple(int(m) for m in input_shape)
     dim = len(m0)
-    out_shape = [m * stride ** depth for m in m0]
-    coords = torch.stack(torch.meshgrid(*[torch.arange(m, device=device) for m in out_shape],
-                                        indexing="ij")).reshape(dim, -1)  # (dim, P)
+    out_shape = [m * stride**depth for m in m0]
+    coords = torch.stack(
+        torch.meshgrid(*[torch.arange(m, device=device) for m in out_shape], indexing="ij")
+    ).reshape(dim, -1)  # (dim, P)
     ancestors, taps = [], []
     for layer in range(depth + 1):
         factor = stride ** (depth - layer)
         c = torch.div(coords, factor, rounding_mode="floor")
-        shape = [m * stride ** layer for m in m0]
+        shape = [m * stride**layer for m in m0]
         flat = torch.zeros_like(c[0])
         tap = torch.zeros_like(c[0])
         for axis in range(dim):
@@ -200,16 +226,17 @@ def offset_valuation(offsets, stride: int, depth: int) -> np.ndarray:
         raise ValueError("offsets must have a trailing axis of spatial components (..., dim)")
     v = np.zeros(d.shape[:-1], dtype=np.int64)
     for k in range(1, depth):
-        v = np.where((d % stride ** k == 0).all(-1), k, v)
+        v = np.where((d % stride**k == 0).all(-1), k, v)
     return v
 
 
 def pixel_offsets(input_shape, stride: int, depth: int) -> np.ndarray:
     """Offsets p' − p of every pair of output pixels: int array (P, P, dim)."""
     m0 = tuple(int(m) for m in input_shape)
-    out_shape = [m * stride ** depth for m in m0]
-    coords = np.stack(np.meshgrid(*[np.arange(m) for m in out_shape], indexing="ij"),
-                      axis=-1).reshape(-1, len(m0))
+    out_shape = [m * stride**depth for m in m0]
+    coords = np.stack(
+        np.meshgrid(*[np.arange(m) for m in out_shape], indexing="ij"), axis=-1
+    ).reshape(-1, len(m0))
     return coords[None, :, :] - coords[:, None, :]
 
 
@@ -220,8 +247,10 @@ def _as_batch(model: DeconvNet, x) -> torch.Tensor:
     p = next(model.parameters())
     t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.ndim != model.dim + 2 or t.shape[0] == 0 or t.shape[1] != model.in_channels:
-        raise ValueError(f"x must have shape (N, {model.in_channels}, {'m, ' * model.dim}"
-                         f") with N >= 1, got {tuple(t.shape)}")
+        raise ValueError(
+            f"x must have shape (N, {model.in_channels}, {'m, ' * model.dim}"
+            f") with N >= 1, got {tuple(t.shape)}"
+        )
     t = t.to(device=p.device, dtype=p.dtype)
     if not bool(torch.isfinite(t).all()):
         raise ValueError("x contains NaN or inf")
@@ -246,8 +275,8 @@ def _structured_ntk(model: DeconvNet, x: torch.Tensor) -> torch.Tensor:
 
     scales = [model.weight_scale / math.sqrt(w.shape[0]) for w in model.weights]
     taps_flat = [None] + [taps[layer] for layer in range(1, depth + 1)]
-    n_taps = model.stride ** model.dim
-    beta2 = model.beta ** 2
+    n_taps = model.stride**model.dim
+    beta2 = model.beta**2
     out_rows = n * k * n_pix  # rows ordered (sample, channel, pixel), as model(x).reshape(N, -1)
 
     def same_tap(layer: int) -> torch.Tensor:
@@ -371,9 +400,17 @@ def ntk_rows(model: nn.Module, x, rows) -> torch.Tensor:
 # --- infinite-channel limit --------------------------------------------------------------------
 
 
-def deconv_ntk_limit(x, *, stride: int, depth: int, beta: float, activation: str,
-                     parametrization: str = "balanced", device=None,
-                     method: str = "auto") -> np.ndarray:
+def deconv_ntk_limit(
+    x,
+    *,
+    stride: int,
+    depth: int,
+    beta: float,
+    activation: str,
+    parametrization: str = "balanced",
+    device=None,
+    method: str = "auto",
+) -> np.ndarray:
     """Θ∞ over the output pixels of one input image, as the number of channels → ∞.
 
     With K(ℓ)(a, a') = E[σ(u_a)σ(u_a')] and K̇(ℓ) = E[σ'(u_a)σ'(u_a')] under the
@@ -389,8 +426,9 @@ def deconv_ntk_limit(x, *, stride: int, depth: int, beta: float, activation: str
     act = check_hyperparameters(depth, beta, activation, parametrization)
     xs = as_real_tensor(x, "x").to(torch.float64).cpu().numpy()
     if xs.ndim not in (2, 3) or not np.isfinite(xs).all():
-        raise ValueError(f"x must be a finite array (n0, *m0) with 1 or 2 spatial axes, "
-                         f"got shape {xs.shape}")
+        raise ValueError(
+            f"x must be a finite array (n0, *m0) with 1 or 2 spatial axes, got shape {xs.shape}"
+        )
     stride = check_int(stride, "stride", minimum=2)
     dev = resolve_device(device)
     gain, b2 = weight_gain(float(beta), parametrization), float(beta) ** 2
@@ -401,14 +439,24 @@ def deconv_ntk_limit(x, *, stride: int, depth: int, beta: float, activation: str
     theta = sigma.clone()
     for layer in range(2, depth + 1):
         q = torch.diagonal(sigma)
-        sigma, theta = layer_step(sigma, theta, q[:, None], q[None, :], act=act, gain=gain,
-                                  bias_var=b2, method=method,
-                                  connect=_tree_connector(xs.shape[1:], stride, layer, dev))
+        sigma, theta = layer_step(
+            sigma,
+            theta,
+            q[:, None],
+            q[None, :],
+            act=act,
+            gain=gain,
+            bias_var=b2,
+            method=method,
+            connect=_tree_connector(xs.shape[1:], stride, layer, dev),
+        )
     if not bool(torch.isfinite(theta).all()):
         scale = float(np.abs(xs).max())  # the norm without overflow in its squares
         norm = scale * float(np.sqrt(((xs / scale) ** 2).sum(0)).max())
-        raise ValueError(f"x: the kernel overflows float64 for this input (largest pixel "
-                         f"norm {norm:.3g}); rescale the input")
+        raise ValueError(
+            f"x: the kernel overflows float64 for this input (largest pixel "
+            f"norm {norm:.3g}); rescale the input"
+        )
     return theta.cpu().numpy()
 
 
@@ -425,9 +473,14 @@ def _tree_connector(input_shape, stride: int, layer: int, device):
     return connect
 
 
-def split_pair_ntk(v_max: int, *, beta: float, activation: str,
-                   parametrization: str = "balanced", method: str = "auto"
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def split_pair_ntk(
+    v_max: int,
+    *,
+    beta: float,
+    activation: str,
+    parametrization: str = "balanced",
+    method: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
     """Θ∞_pp and Θ∞_pp' for two output pixels whose taps agree in the top v layers and differ in
     layer L − v, for v = 0 … v_max, for an input pixel with ‖x‖² = n0.
 
@@ -456,5 +509,14 @@ def split_pair_ntk(v_max: int, *, beta: float, activation: str,
     return np.array(diag), np.array(cross)
 
 
-__all__ = ["DeconvNet", "NORMS", "deconv_ntk", "deconv_ntk_limit", "ntk_rows", "offset_valuation",
-           "pixel_offsets", "pixel_tree", "split_pair_ntk"]
+__all__ = [
+    "DeconvNet",
+    "NORMS",
+    "deconv_ntk",
+    "deconv_ntk_limit",
+    "ntk_rows",
+    "offset_valuation",
+    "pixel_offsets",
+    "pixel_tree",
+    "split_pair_ntk",
+]

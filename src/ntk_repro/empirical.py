@@ -58,8 +58,14 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     raise ValueError("model has no floating-point parameters, so its NTK is empty")
 
 
-def _as_input(x, name: str, dtype: torch.dtype, device: torch.device,
-              n0: int | None, feature_shape: tuple[int, ...] | None) -> Tensor:
+def _as_input(
+    x,
+    name: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    n0: int | None,
+    feature_shape: tuple[int, ...] | None,
+) -> Tensor:
     """``x`` as a finite tensor of the model's dtype/device, or raise ValueError naming ``name``.
 
     The shape is checked here, where the model is known: (N, n0) for an MLP, (N, ...) with
@@ -93,8 +99,9 @@ def _is_batch_coupled(model: nn.Module) -> bool:
 # --- public entry point -------------------------------------------------------------------------
 
 
-def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
-                  batch_coupled: bool | None = None) -> Tensor:
+def empirical_ntk(
+    model: nn.Module, x1, x2=None, *, method: str = "auto", batch_coupled: bool | None = None
+) -> Tensor:
     """Exact NTK Θ(x1, x2) = Σ_p ∂f(x1)/∂θ_p ∂f(x2)/∂θ_p of a finite net at its current θ.
 
     Parameters
@@ -210,8 +217,12 @@ def _mlp_factors(model: MLP, x: Tensor) -> tuple[list[Tensor], list[Tensor], lis
         else:
             grad_h = grad_h.expand(n, k, width)
             delta = torch.stack(
-                [torch.autograd.grad(graph, pre, grad_h[:, out].contiguous(),
-                                     retain_graph=out < k - 1)[0] for out in range(k)],
+                [
+                    torch.autograd.grad(
+                        graph, pre, grad_h[:, out].contiguous(), retain_graph=out < k - 1
+                    )[0]
+                    for out in range(k)
+                ],
                 dim=1,
             )
         upstream = delta.reshape(n * k, width)
@@ -227,14 +238,15 @@ def _structured_ntk(model: MLP, a: Tensor, b: Tensor | None) -> Tensor:
     inputs_b, deltas_b, _ = (inputs_a, deltas_a, None) if b is None else _mlp_factors(model, b)
     k, n1 = model.out_dim, a.shape[0]
     n2 = n1 if b is None else b.shape[0]
-    gain = model.weight_scale ** 2
-    bias_gain = torch.tensor(model.beta ** 2, dtype=a.dtype, device=a.device)
+    gain = model.weight_scale**2
+    bias_gain = torch.tensor(model.beta**2, dtype=a.dtype, device=a.device)
 
     def layer_gram(layer: int, factor: float) -> Tensor:
         # factor² · (s_W²/n_ℓ · α(ℓ)·α(ℓ) + β²) in one addmm.
         x, y = inputs_a[layer], inputs_b[layer]
-        return torch.addmm(bias_gain, x, y.T, beta=factor * factor,
-                           alpha=factor * factor * gain / x.shape[1])
+        return torch.addmm(
+            bias_gain, x, y.T, beta=factor * factor, alpha=factor * factor * gain / x.shape[1]
+        )
 
     # Output layer: δ(L) is the identity, so its term is the Gram times δ_ab.
     gram = layer_gram(model.depth - 1, 1.0)
@@ -265,8 +277,9 @@ def _functional_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Te
     return params, buffers
 
 
-def _contract(jac_a: dict[str, Tensor], jac_b: dict[str, Tensor], n1: int, n2: int,
-              k: int) -> Tensor:
+def _contract(
+    jac_a: dict[str, Tensor], jac_b: dict[str, Tensor], n1: int, n2: int, k: int
+) -> Tensor:
     """Σ_p J_a[i, a, p] J_b[j, b, p] over the parameter blocks → (N1, N2) or (N1, N2, k, k)."""
     theta = None
     for name, ja in jac_a.items():
@@ -311,11 +324,17 @@ def _func_ntk_batch(model: nn.Module, a: Tensor, b: Tensor | None) -> Tensor:
         out = functional_call(model, (leaves, buffers), (batch,)).reshape(n_total, -1)
         k = out.shape[1]
         basis = torch.eye(n_total * k, dtype=out.dtype, device=out.device)
-        grads = torch.autograd.grad(out, list(leaves.values()), basis.view(-1, n_total, k),
-                                    is_grads_batched=True, allow_unused=True)
+        grads = torch.autograd.grad(
+            out,
+            list(leaves.values()),
+            basis.view(-1, n_total, k),
+            is_grads_batched=True,
+            allow_unused=True,
+        )
     jac = {  # name -> (N, k, *parameter shape)
-        name: (torch.zeros((n_total * k, *p.shape), dtype=p.dtype, device=p.device)
-               if g is None else g).view(n_total, k, *p.shape)
+        name: (
+            torch.zeros((n_total * k, *p.shape), dtype=p.dtype, device=p.device) if g is None else g
+        ).view(n_total, k, *p.shape)
         for (name, p), g in zip(leaves.items(), grads)
     }
     theta = _contract(jac, jac, n_total, n_total, k).detach()

@@ -58,7 +58,7 @@ def theta_diagonal(r: float, depth: int) -> float:
     """Θ∞(L)(x, x) on the sphere: Σ_{k<L} r^k (= L at r = 1)."""
     if abs(r - 1.0) < 1e-12:
         return float(depth)
-    return (1.0 - r ** depth) / (1.0 - r)
+    return (1.0 - r**depth) / (1.0 - r)
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ def parse_networks(entries) -> list[Network]:
             raise ValueError(
                 f"networks[{i}].activation {activation!r} has E[σ(z)²] = {second:.6g}, not 1; "
                 "use scaled_relu or normalized:<σ> (for odd σ such as erf and tanh that is σ "
-                "divided by √E[σ(z)²])")
+                "divided by √E[σ(z)²])"
+            )
         beta = float(entry["beta"])
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"networks[{i}].beta must lie in [0, 1], got {beta}")
@@ -111,14 +112,26 @@ def parse_networks(entries) -> list[Network]:
 
 def ntk_of_cosine(net: Network, depth: int, cosine) -> np.ndarray:
     """Θ∞(L)(x, y) for ‖x‖² = ‖y‖² = n0 and xᵀy/n0 = ``cosine`` (any shape): float64."""
-    return kernels_of_cosine(cosine, depth=depth, beta=net.beta, activation=net.activation,
-                             parametrization=PARAMETRIZATION, sq_norm=1.0)[1]
+    return kernels_of_cosine(
+        cosine,
+        depth=depth,
+        beta=net.beta,
+        activation=net.activation,
+        parametrization=PARAMETRIZATION,
+        sq_norm=1.0,
+    )[1]
 
 
 def kernels_at_cosine(net: Network, depth: int, cosine) -> tuple[np.ndarray, np.ndarray]:
     """(Σ(L), Θ∞(L)) at the given cosines on the sphere ‖x‖² = n0: float64 arrays."""
-    return kernels_of_cosine(cosine, depth=depth, beta=net.beta, activation=net.activation,
-                             parametrization=PARAMETRIZATION, sq_norm=1.0)
+    return kernels_of_cosine(
+        cosine,
+        depth=depth,
+        beta=net.beta,
+        activation=net.activation,
+        parametrization=PARAMETRIZATION,
+        sq_norm=1.0,
+    )
 
 
 def float64_resolution(depth: int) -> float:

@@ -19,8 +19,8 @@ Everything is torch float64 and runs on the device of its inputs.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 import torch
@@ -38,12 +38,12 @@ _ANGULAR_NODES_PER_ARC = 32
 _PAIR_CHUNK = 512
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.polynomial.legendre.leggauss(n)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _radial_rule(n_per_panel: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of Gauss–Legendre panels covering [0, R]."""
     t, w = _gauss_legendre(n_per_panel)

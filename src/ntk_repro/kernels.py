@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -79,8 +79,10 @@ def _overflow_error(named: dict[str, np.ndarray]) -> ValueError:
     """The ValueError for a non-finite Gram, naming the inputs and their largest norms."""
     norms = ", ".join(f"{name}: {_largest_norm(x):.3g}" for name, x in named.items())
     first = next(iter(named))
-    return ValueError(f"{first}: the kernel overflows float64 for these inputs (largest "
-                      f"norm {norms}); rescale the inputs")
+    return ValueError(
+        f"{first}: the kernel overflows float64 for these inputs (largest "
+        f"norm {norms}); rescale the inputs"
+    )
 
 
 # --- the layer map -----------------------------------------------------------------------------
@@ -97,9 +99,18 @@ def layer_expectations(act: Activation, q1, q2, cov, method: str):
     return expect_2d(act, act, q1, q2, cov), expect_2d(act.derivative, act.derivative, q1, q2, cov)
 
 
-def layer_step(sigma: torch.Tensor, theta: torch.Tensor | None, q1, q2, *, act: Activation,
-               gain: float, bias_var: float, method: str,
-               connect: Callable[[torch.Tensor], torch.Tensor] | None = None):
+def layer_step(
+    sigma: torch.Tensor,
+    theta: torch.Tensor | None,
+    q1,
+    q2,
+    *,
+    act: Activation,
+    gain: float,
+    bias_var: float,
+    method: str,
+    connect: Callable[[torch.Tensor], torch.Tensor] | None = None,
+):
     """One layer of the recursion: (Σ(ℓ), Θ(ℓ)) → (Σ(ℓ+1), Θ(ℓ+1)) on pairs of units.
 
         Σ(ℓ+1) = c · E[σ(u)σ(v)] + β²,    Θ(ℓ+1) = Θ(ℓ) · c · E[σ'(u)σ'(v)] + Σ(ℓ+1)
@@ -133,8 +144,7 @@ def _diagonal_variances(sq_norm: torch.Tensor, depth, beta, gain, act, method) -
     q = gain * sq_norm + beta * beta
     out = [q]
     for _ in range(depth - 1):
-        q, _ = layer_step(q, None, q, q, act=act, gain=gain, bias_var=beta * beta,
-                          method=method)
+        q, _ = layer_step(q, None, q, q, act=act, gain=gain, bias_var=beta * beta, method=method)
         out.append(q)
     return out
 
@@ -147,13 +157,22 @@ def _propagate(sigma, q_rows, q_cols, depth, beta, gain, act, method, want_ntk: 
     """
     theta = sigma.clone() if want_ntk else None
     for layer in range(depth - 1):
-        sigma, theta = layer_step(sigma, theta, q_rows[layer], q_cols[layer], act=act,
-                                  gain=gain, bias_var=beta * beta, method=method)
+        sigma, theta = layer_step(
+            sigma,
+            theta,
+            q_rows[layer],
+            q_cols[layer],
+            act=act,
+            gain=gain,
+            bias_var=beta * beta,
+            method=method,
+        )
     return sigma, theta
 
 
-def _tiles(n1: int, n2: int, symmetric: bool, tile: int | None = None
-           ) -> Iterable[tuple[slice, slice]]:
+def _tiles(
+    n1: int, n2: int, symmetric: bool, tile: int | None = None
+) -> Iterable[tuple[slice, slice]]:
     """(rows, cols) slices of the tiles of an N1×N2 Gram; only j ≥ i when symmetric."""
     tile = _TILE if tile is None else tile
     for i in range(0, n1, tile):
@@ -184,8 +203,7 @@ _SNAP_TRIGGER = (1.0 - _RHO_SNAP) ** 2 - 4 * np.finfo(np.float64).eps
 
 
 def _fused_applies(act: Activation, method: str, dev: torch.device) -> bool:
-    return (dev.type == "cpu" and method in ("auto", "closed")
-            and act.base.name in _FUSED_BASES)
+    return dev.type == "cpu" and method in ("auto", "closed") and act.base.name in _FUSED_BASES
 
 
 def _fused_point_vectors(act: Activation, q: np.ndarray, gain: float, beta: float, rows: bool):
@@ -205,17 +223,27 @@ def _fused_point_vectors(act: Activation, q: np.ndarray, gain: float, beta: floa
         nrm = root * math.sqrt(gain * a * a / (2.0 * math.pi))
         add = None
         if shift != 0.0:
-            add = root * (gain * a * shift / math.sqrt(2.0 * math.pi)) \
-                + 0.5 * (gain * shift * shift + b2)
+            add = root * (gain * a * shift / math.sqrt(2.0 * math.pi)) + 0.5 * (
+                gain * shift * shift + b2
+            )
         return (-inv if rows else inv), nrm, add
     # erf: E[erf erf] = 2/π asin(ρ) with ρ = 2c/√((1+2q1)(1+2q2)); E[erf(u)] = 0.
     inv = math.sqrt(2.0) / np.sqrt(1.0 + 2.0 * q)
     return inv, None, None
 
 
-def _fused_gram(a: np.ndarray, b: np.ndarray, symmetric: bool, q_a: list, q_b: list,
-                depth: int, beta: float, gain: float, act: Activation,
-                get: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _fused_gram(
+    a: np.ndarray,
+    b: np.ndarray,
+    symmetric: bool,
+    q_a: list,
+    q_b: list,
+    depth: int,
+    beta: float,
+    gain: float,
+    act: Activation,
+    get: tuple[str, ...],
+) -> dict[str, np.ndarray]:
     """Σ(L) and/or Θ(L) Gram matrices (N1, N2) of a ReLU- or erf-family net on the CPU.
 
     a (N1, n0), b (N2, n0) float64; q_a / q_b: lists of L arrays (N1,) / (N2,), the diagonal
@@ -228,16 +256,19 @@ def _fused_gram(a: np.ndarray, b: np.ndarray, symmetric: bool, q_a: list, q_b: l
     is_relu = act.base.name == "relu"
     # Scalars of the map: Σ̇ = kd · U (ReLU, U = π − θ) or kd · inv1·inv2/√(1−ρ²) (erf);
     # for erf Σ(ℓ+1) = ke · asin ρ + const.
-    kd = gain * act.scale ** 2 / (2.0 * math.pi) if is_relu else gain * act.scale ** 2 * 2.0 / math.pi
-    ke = gain * act.scale ** 2 * 2.0 / math.pi
-    const = b2 + gain * act.shift ** 2
+    kd = gain * act.scale**2 / (2.0 * math.pi) if is_relu else gain * act.scale**2 * 2.0 / math.pi
+    ke = gain * act.scale**2 * 2.0 / math.pi
+    const = b2 + gain * act.shift**2
     # Σ(1) = (s x)(s y)ᵀ + β² with s = √(gain/n0): the scale folded into the inputs.
     scale = math.sqrt(gain / n0)
     a_s = a * scale
     b_s = a_s if symmetric else b * scale
     rows_v = [_fused_point_vectors(act, q, gain, beta, rows=True) for q in q_a[:-1]]
-    cols_v = rows_v if symmetric and not is_relu else \
-        [_fused_point_vectors(act, q, gain, beta, rows=False) for q in q_b[:-1]]
+    cols_v = (
+        rows_v
+        if symmetric and not is_relu
+        else [_fused_point_vectors(act, q, gain, beta, rows=False) for q in q_b[:-1]]
+    )
     outputs = {g: np.empty((n1, n2), dtype=np.float64) for g in get}
     want_ntk = "ntk" in get
     local = threading.local()
@@ -249,7 +280,7 @@ def _fused_gram(a: np.ndarray, b: np.ndarray, symmetric: bool, q_a: list, q_b: l
         buf = getattr(local, "buf", None)
         if buf is None:
             buf = local.buf = np.empty((5, tile * tile), dtype=np.float64)
-        sig, theta, m, s, u = (buf[i, :h * w].reshape(h, w) for i in range(5))
+        sig, theta, m, s, u = (buf[i, : h * w].reshape(h, w) for i in range(5))
         np.matmul(a_s[rows], b_s[cols].T, out=sig)
         sig += b2
         if symmetric and rows == cols:
@@ -265,17 +296,17 @@ def _fused_gram(a: np.ndarray, b: np.ndarray, symmetric: bool, q_a: list, q_b: l
             inv_c, nrm_c, add_c = cols_v[layer]
             if is_relu:
                 np.multiply.outer(inv_r[rows], inv_c[cols], out=m)
-                m *= sig                               # m = −ρ
-                np.multiply(m, m, out=s)               # ρ²
-                if s.max() > _SNAP_TRIGGER:            # rare off the diagonal
+                m *= sig  # m = −ρ
+                np.multiply(m, m, out=s)  # ρ²
+                if s.max() > _SNAP_TRIGGER:  # rare off the diagonal
                     near = np.abs(m) > 1.0 - _RHO_SNAP
                     np.copysign(1.0, m, out=m, where=near)
                     s[near] = 1.0
-                np.arccos(m, out=u)                    # u = arccos(−ρ) = π − θ
+                np.arccos(m, out=u)  # u = arccos(−ρ) = π − θ
                 np.subtract(1.0, s, out=s)
-                np.sqrt(s, out=s)                      # sin θ
-                m *= u                                 # −(π − θ) ρ
-                s -= m                                 # sin θ + (π − θ) ρ
+                np.sqrt(s, out=s)  # sin θ
+                m *= u  # −(π − θ) ρ
+                s -= m  # sin θ + (π − θ) ρ
                 np.multiply.outer(nrm_r[rows], nrm_c[cols], out=m)
                 np.multiply(s, m, out=sig)
                 if add_r is None:
@@ -289,9 +320,9 @@ def _fused_gram(a: np.ndarray, b: np.ndarray, symmetric: bool, q_a: list, q_b: l
                     theta += sig
             else:
                 np.multiply.outer(inv_r[rows], inv_c[cols], out=u)  # 2/√((1+2q1)(1+2q2))
-                np.multiply(sig, u, out=m)             # ρ
+                np.multiply(sig, u, out=m)  # ρ
                 np.multiply(m, m, out=s)
-                if s.max() >= 1.0:                     # only for absurdly large q
+                if s.max() >= 1.0:  # only for absurdly large q
                     np.clip(m, -1.0, 1.0, out=m)
                     np.multiply(m, m, out=s)
                 np.arcsin(m, out=sig)
@@ -371,12 +402,26 @@ def kernel_matrices(
     ta = torch.as_tensor(a, device=dev)
     tb = ta if symmetric else torch.as_tensor(b, device=dev)
     q_a = _diagonal_variances((ta * ta).sum(1) / n0, depth, beta, gain, act, method)
-    q_b = q_a if symmetric else _diagonal_variances((tb * tb).sum(1) / n0, depth, beta, gain, act, method)
+    q_b = (
+        q_a
+        if symmetric
+        else _diagonal_variances((tb * tb).sum(1) / n0, depth, beta, gain, act, method)
+    )
     if not all(bool(torch.isfinite(q).all()) for q in q_a + q_b):
         raise _overflow_error(named)
     if _fused_applies(act, method, dev):
-        return _fused_gram(a, b, symmetric, [q.numpy() for q in q_a],
-                           [q.numpy() for q in q_b], depth, beta, gain, act, get)
+        return _fused_gram(
+            a,
+            b,
+            symmetric,
+            [q.numpy() for q in q_a],
+            [q.numpy() for q in q_b],
+            depth,
+            beta,
+            gain,
+            act,
+            get,
+        )
 
     outputs = {g: np.empty((a.shape[0], b.shape[0]), dtype=np.float64) for g in get}
     want_ntk = "ntk" in get
@@ -393,7 +438,12 @@ def kernel_matrices(
             sigma,
             [q[rows].unsqueeze(1) for q in q_a],
             [q[cols].unsqueeze(0) for q in q_b],
-            depth, beta, gain, act, method, want_ntk,
+            depth,
+            beta,
+            gain,
+            act,
+            method,
+            want_ntk,
         )
         for name, tile in (("nngp", sigma), ("ntk", theta)):
             if name not in outputs:
@@ -407,26 +457,60 @@ def kernel_matrices(
     return outputs
 
 
-def nngp(x1, x2=None, *, depth, beta, activation="relu", parametrization="ntk2018", device=None,
-         method="auto") -> np.ndarray:
+def nngp(
+    x1,
+    x2=None,
+    *,
+    depth,
+    beta,
+    activation="relu",
+    parametrization="ntk2018",
+    device=None,
+    method="auto",
+) -> np.ndarray:
     """Σ(L)(x1, x2): covariance of the output of the infinite-width net at initialisation.
 
     x1 (N1, n0), x2 (N2, n0) or None → float64 ndarray (N1, N2).
     """
-    return kernel_matrices(x1, x2, depth=depth, beta=beta, activation=activation,
-                           parametrization=parametrization, device=device, method=method,
-                           get=("nngp",))["nngp"]
+    return kernel_matrices(
+        x1,
+        x2,
+        depth=depth,
+        beta=beta,
+        activation=activation,
+        parametrization=parametrization,
+        device=device,
+        method=method,
+        get=("nngp",),
+    )["nngp"]
 
 
-def theta_inf(x1, x2=None, *, depth, beta, activation="relu", parametrization="ntk2018",
-              device=None, method="auto") -> np.ndarray:
+def theta_inf(
+    x1,
+    x2=None,
+    *,
+    depth,
+    beta,
+    activation="relu",
+    parametrization="ntk2018",
+    device=None,
+    method="auto",
+) -> np.ndarray:
     """Θ∞(L)(x1, x2): the limiting neural tangent kernel.
 
     x1 (N1, n0), x2 (N2, n0) or None → float64 ndarray (N1, N2).
     """
-    return kernel_matrices(x1, x2, depth=depth, beta=beta, activation=activation,
-                           parametrization=parametrization, device=device, method=method,
-                           get=("ntk",))["ntk"]
+    return kernel_matrices(
+        x1,
+        x2,
+        depth=depth,
+        beta=beta,
+        activation=activation,
+        parametrization=parametrization,
+        device=device,
+        method=method,
+        get=("ntk",),
+    )["ntk"]
 
 
 def kernels_of_cosine(
@@ -460,13 +544,15 @@ def kernels_of_cosine(
     beta = float(beta)
     gain = weight_gain(beta, parametrization)
     tt = torch.as_tensor(np.clip(t, -1.0, 1.0))
-    q = _diagonal_variances(torch.tensor(float(sq_norm), dtype=torch.float64), depth, beta,
-                            gain, act, method)
+    q = _diagonal_variances(
+        torch.tensor(float(sq_norm), dtype=torch.float64), depth, beta, gain, act, method
+    )
     sigma = tt * (gain * sq_norm) + beta * beta
     sigma, theta = _propagate(sigma, q, q, depth, beta, gain, act, method, True)
     if not (bool(torch.isfinite(sigma).all()) and bool(torch.isfinite(theta).all())):
-        raise ValueError(f"sq_norm: the kernel overflows float64 at sq_norm = {sq_norm:.3g}; "
-                         "rescale the inputs")
+        raise ValueError(
+            f"sq_norm: the kernel overflows float64 at sq_norm = {sq_norm:.3g}; rescale the inputs"
+        )
     return sigma.numpy(), theta.numpy()
 
 
@@ -480,9 +566,9 @@ class LinearisedFlow:
     fitted factor).
     """
 
-    eigenvalues: np.ndarray   # (N,), >= 0
+    eigenvalues: np.ndarray  # (N,), >= 0
     eigenvectors: np.ndarray  # (N, N), columns
-    rate: float               # η
+    rate: float  # η
 
     def decay(self, times) -> np.ndarray:
         """e^{−η t λ_i}, the spectrum of e^{−ηtΘ}: (T, N) for times (T,)."""
@@ -492,8 +578,9 @@ class LinearisedFlow:
         """(1 − e^{−η t λ_i}) / λ_i, the spectrum of Θ⁻¹(I − e^{−ηtΘ}); η t where λ_i = 0.
         (N,) for a time t; expm1 keeps it accurate for tiny λ_i."""
         ev = self.eigenvalues
-        return np.where(ev > 0, -np.expm1(-self.rate * t * ev) / np.where(ev > 0, ev, 1.0),
-                        self.rate * t)
+        return np.where(
+            ev > 0, -np.expm1(-self.rate * t * ev) / np.where(ev > 0, ev, 1.0), self.rate * t
+        )
 
 
 def linearised_flow(theta_train, rate: float) -> LinearisedFlow:
@@ -502,8 +589,17 @@ def linearised_flow(theta_train, rate: float) -> LinearisedFlow:
     return LinearisedFlow(np.maximum(evals, 0.0), evecs, rate)
 
 
-def kernel_ode_prediction(theta_test_train, theta_train, y_train, f0_train, f0_test, t,
-                          *, n_train: int | None = None, loss: str = "mse") -> np.ndarray:
+def kernel_ode_prediction(
+    theta_test_train,
+    theta_train,
+    y_train,
+    f0_train,
+    f0_test,
+    t,
+    *,
+    n_train: int | None = None,
+    loss: str = "mse",
+) -> np.ndarray:
     """Mean prediction of a net trained by gradient flow with the NTK held fixed.
 
     With C = (1/N)‖f − y‖² (``loss="mse"``) the train outputs obey
@@ -525,8 +621,17 @@ def kernel_ode_prediction(theta_test_train, theta_train, y_train, f0_train, f0_t
     return np.asarray(f0_test, dtype=np.float64) + theta_test_train @ weights
 
 
-def kernel_ode_gaussian(theta_test_train, theta_train, sigma_test_diag, sigma_test_train,
-                        sigma_train, y_train, t, *, loss: str = "mse"):
+def kernel_ode_gaussian(
+    theta_test_train,
+    theta_train,
+    sigma_test_diag,
+    sigma_test_train,
+    sigma_train,
+    y_train,
+    t,
+    *,
+    loss: str = "mse",
+):
     """Mean and variance of f_t(x) for an infinitely wide net trained for time t.
 
     At initialisation f_0 is a centred GP with covariance Σ = Σ(L); training with the NTK
@@ -543,8 +648,11 @@ def kernel_ode_gaussian(theta_test_train, theta_train, sigma_test_diag, sigma_te
     evecs = flow.eigenvectors
     a = np.asarray(theta_test_train) @ (evecs * flow.fitted(t)) @ evecs.T  # A(x), (M, N)
     mean = a @ np.asarray(y_train, dtype=np.float64)
-    var = (np.asarray(sigma_test_diag) - 2.0 * np.einsum("mn,mn->m", a, sigma_test_train)
-           + np.einsum("mn,nk,mk->m", a, sigma_train, a))
+    var = (
+        np.asarray(sigma_test_diag)
+        - 2.0 * np.einsum("mn,mn->m", a, sigma_test_train)
+        + np.einsum("mn,nk,mk->m", a, sigma_train, a)
+    )
     return mean, np.maximum(var, 0.0)
 
 

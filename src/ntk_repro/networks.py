@@ -46,10 +46,21 @@ class MLP(nn.Module):
     Forward: x (N, in_dim) → (N, out_dim).
     """
 
-    def __init__(self, in_dim: int, width: int, depth: int, *, beta: float, activation: str = "relu",
-                 parametrization: str = "ntk2018", out_dim: int = 1, norm: str | None = None,
-                 generator: torch.Generator | None = None, device=None,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        in_dim: int,
+        width: int,
+        depth: int,
+        *,
+        beta: float,
+        activation: str = "relu",
+        parametrization: str = "ntk2018",
+        out_dim: int = 1,
+        norm: str | None = None,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.activation = check_hyperparameters(depth, beta, activation, parametrization)
         in_dim = check_int(in_dim, "in_dim", minimum=1)
@@ -100,5 +111,7 @@ class MLP(nn.Module):
         return h
 
     def extra_repr(self) -> str:
-        return (f"dims={self.dims}, beta={self.beta}, activation={self.activation.spec!r}, "
-                f"parametrization={self.parametrization!r}, norm={self.norm!r}")
+        return (
+            f"dims={self.dims}, beta={self.beta}, activation={self.activation.spec!r}, "
+            f"parametrization={self.parametrization!r}, norm={self.norm!r}"
+        )

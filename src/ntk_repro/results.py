@@ -69,8 +69,17 @@ COMPARISONS = {
     "at_most": lambda m, p, t: m <= p + t,
     "at_least": lambda m, p, t: m >= p - t,
 }
-CHECK_COLUMNS = ("experiment", "claim", "paper_value", "measured", "tolerance", "comparison",
-                 "status", "passed", "note")
+CHECK_COLUMNS = (
+    "experiment",
+    "claim",
+    "paper_value",
+    "measured",
+    "tolerance",
+    "comparison",
+    "status",
+    "passed",
+    "note",
+)
 STATUSES = ("pass", "fail", "not_evaluated")
 
 

@@ -21,15 +21,27 @@ log = logging.getLogger("ntk_repro")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ntk_repro.run",
-                                     description="Run one step of one experiment.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ntk_repro.run", description="Run one step of one experiment."
+    )
     parser.add_argument("experiment", help="an experiment of ntk_repro.experiments")
     parser.add_argument("step", help="one of its jobs, or plot / check")
     parser.add_argument("--params", default="{}", help="JSON of what the experiment reads")
-    parser.add_argument("--input", nargs="+", action="append", default=[],
-                        metavar=("NAME", "PATH"), help="a named input and its file(s)")
-    parser.add_argument("--many", action="append", default=[], metavar="NAME",
-                        help="an input that is a list of files even when it holds one")
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "PATH"),
+        help="a named input and its file(s)",
+    )
+    parser.add_argument(
+        "--many",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an input that is a list of files even when it holds one",
+    )
     parser.add_argument("--output", nargs="+", required=True, help="output files")
     parser.add_argument("--wildcard", nargs="*", default=[], metavar="KEY=VALUE")
     return parser.parse_args(argv)
@@ -50,13 +62,16 @@ def _keywords(args: argparse.Namespace, fixed: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
     args = _parse(argv)
     experiments = registry()
     if args.experiment not in experiments:
-        print(f"error: unknown experiment {args.experiment!r}; known: {list(experiments)}",
-              file=sys.stderr)
+        print(
+            f"error: unknown experiment {args.experiment!r}; known: {list(experiments)}",
+            file=sys.stderr,
+        )
         return 2
     exp = experiments[args.experiment]
     try:

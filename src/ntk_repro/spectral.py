@@ -26,8 +26,8 @@ Everything is numpy float64.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy.special
@@ -61,8 +61,11 @@ def multiplicity(d: int, k: int) -> int:
 
 def multiplicities(d: int, max_degree: int) -> np.ndarray:
     """int64 array (max_degree + 1,) of N(d, k) for k = 0 … max_degree."""
-    return np.array([multiplicity(d, k) for k in range(_check_degree(max_degree))] +
-                    [multiplicity(d, max_degree)], dtype=np.int64)
+    return np.array(
+        [multiplicity(d, k) for k in range(_check_degree(max_degree))]
+        + [multiplicity(d, max_degree)],
+        dtype=np.int64,
+    )
 
 
 def sphere_polynomials(max_degree: int, d: int, t) -> np.ndarray:
@@ -126,8 +129,9 @@ def _integrate(kappa_values: np.ndarray, polys: np.ndarray, weights: np.ndarray)
     return polys @ (weights * kappa_values)
 
 
-def funk_hecke(kappa: Callable[[np.ndarray], np.ndarray], d: int, max_degree: int,
-               nodes: int = DEFAULT_NODES) -> FunkHecke:
+def funk_hecke(
+    kappa: Callable[[np.ndarray], np.ndarray], d: int, max_degree: int, nodes: int = DEFAULT_NODES
+) -> FunkHecke:
     """μ_k = E_t[κ(t) P_k(t)] for k = 0 … max_degree, by Gauss–Jacobi quadrature.
 
     Parameters
@@ -148,12 +152,18 @@ def funk_hecke(kappa: Callable[[np.ndarray], np.ndarray], d: int, max_degree: in
         t, w = cosine_quadrature(d, n)
         values = np.asarray(kappa(t), dtype=np.float64)
         if values.shape != t.shape or not np.isfinite(values).all():
-            raise ValueError(f"kappa must return finite values of shape {t.shape}, "
-                             f"got shape {values.shape}")
+            raise ValueError(
+                f"kappa must return finite values of shape {t.shape}, got shape {values.shape}"
+            )
         results.append(_integrate(values, sphere_polynomials(max_degree, d, t), w))
     fine, coarse = results
-    return FunkHecke(eigenvalues=fine, multiplicities=multiplicities(d, max_degree),
-                     quadrature_error=np.abs(fine - coarse), d=d, nodes=int(nodes))
+    return FunkHecke(
+        eigenvalues=fine,
+        multiplicities=multiplicities(d, max_degree),
+        quadrature_error=np.abs(fine - coarse),
+        d=d,
+        nodes=int(nodes),
+    )
 
 
 def expand(eigenvalues, mults, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -164,8 +174,10 @@ def expand(eigenvalues, mults, count: int | None = None) -> tuple[np.ndarray, np
     mu = np.asarray(eigenvalues, dtype=np.float64)
     mults = np.asarray(mults, dtype=np.int64)
     if mu.shape != mults.shape or mu.ndim != 1:
-        raise ValueError(f"eigenvalues {mu.shape} and multiplicities {mults.shape} must be "
-                         "1-D arrays of one length")
+        raise ValueError(
+            f"eigenvalues {mu.shape} and multiplicities {mults.shape} must be "
+            "1-D arrays of one length"
+        )
     degrees = np.repeat(np.arange(len(mu)), mults)
     values = np.repeat(mu, mults)
     order = np.argsort(-values, kind="stable")
@@ -264,8 +276,9 @@ def band_score(values, bands: dict[str, np.ndarray]) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)[: len(bands["center"])]
     center = bands["center"][: len(values)]
     above = values >= center
-    width = np.where(above, bands["upper"][: len(values)] - center,
-                     center - bands["lower"][: len(values)])
+    width = np.where(
+        above, bands["upper"][: len(values)] - center, center - bands["lower"][: len(values)]
+    )
     return (values - center) / np.where(width > 0, width, np.inf)
 
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -108,17 +108,23 @@ class EnsembleResult:
     def arrays(self) -> dict[str, np.ndarray]:
         """The numeric results as a dict for ``numpy.savez`` (no pickled objects)."""
         return {
-            "seeds": self.seeds, "steps": np.int64(self.steps), "lr": np.float64(self.lr),
-            "losses": self.losses, "eval_steps": self.eval_steps, "f_eval": self.f_eval,
-            "ntk_steps": self.ntk_steps, "ntk": self.ntk,
+            "seeds": self.seeds,
+            "steps": np.int64(self.steps),
+            "lr": np.float64(self.lr),
+            "losses": self.losses,
+            "eval_steps": self.eval_steps,
+            "f_eval": self.f_eval,
+            "ntk_steps": self.ntk_steps,
+            "ntk": self.ntk,
         }
 
 
 # --- the stacked ensemble ----------------------------------------------------------------------
 
 
-def _member_model(shell: MLP, weights: list[Tensor], biases: list[Tensor], k: int,
-                  copy_params: bool) -> MLP:
+def _member_model(
+    shell: MLP, weights: list[Tensor], biases: list[Tensor], k: int, copy_params: bool
+) -> MLP:
     """An MLP whose parameters are member k's (views into the stacks unless copied)."""
     model = copy.deepcopy(shell)  # the shell's parameters are empty placeholders: cheap
     for p, w in zip(model.weights, weights):
@@ -138,15 +144,25 @@ class _StackedMLP:
         net = None
         for k, seed in enumerate(seeds):
             # The member is built by MLP itself, so its initialisation is MLP's by construction.
-            net = MLP(**architecture, generator=torch.Generator().manual_seed(int(seed)),
-                      device=device, dtype=dtype)
+            net = MLP(
+                **architecture,
+                generator=torch.Generator().manual_seed(int(seed)),
+                device=device,
+                dtype=dtype,
+            )
             if k == 0:
-                self.weights = [torch.empty((k_members, *w.shape), dtype=dtype, device=device)
-                                for w in net.weights]
-                self.biases = [torch.empty((k_members, *b.shape), dtype=dtype, device=device)
-                               for b in net.biases]
+                self.weights = [
+                    torch.empty((k_members, *w.shape), dtype=dtype, device=device)
+                    for w in net.weights
+                ]
+                self.biases = [
+                    torch.empty((k_members, *b.shape), dtype=dtype, device=device)
+                    for b in net.biases
+                ]
             with torch.no_grad():
-                for stack, p in zip(self.weights + self.biases, list(net.weights) + list(net.biases)):
+                for stack, p in zip(
+                    self.weights + self.biases, list(net.weights) + list(net.biases)
+                ):
                     stack[k].copy_(p)
         # Keep one MLP without its (large) tensors as a template for rebuilding members.
         for p in list(net.weights) + list(net.biases):
@@ -173,8 +189,13 @@ class _StackedMLP:
         saved = []
         last = self.depth - 1
         for layer in range(self.depth):
-            pre = torch.baddbmm(self.biases[layer].unsqueeze(1), h, self.weights[layer].mT,
-                                beta=self.beta, alpha=self.scales[layer])
+            pre = torch.baddbmm(
+                self.biases[layer].unsqueeze(1),
+                h,
+                self.weights[layer].mT,
+                beta=self.beta,
+                alpha=self.scales[layer],
+            )
             if layer == last:
                 if keep:
                     saved.append((h, None, None, None, None))
@@ -210,8 +231,11 @@ class _StackedMLP:
             if dim is not None:
                 # Backward of y = (a − mean a)/sqrt(var a + ε) along dim:
                 # ∂C/∂a = (g − mean g − y·mean(g·y)) / sqrt(var a + ε).
-                grad_h = (grad_h - grad_h.mean(dim=dim, keepdim=True)
-                          - normed * (grad_h * normed).mean(dim=dim, keepdim=True)).div_(std)
+                grad_h = (
+                    grad_h
+                    - grad_h.mean(dim=dim, keepdim=True)
+                    - normed * (grad_h * normed).mean(dim=dim, keepdim=True)
+                ).div_(std)
             delta = grad_h.mul_(self.activation.derivative(pre))
 
 
@@ -267,9 +291,16 @@ class Architecture:
 
     def mlp_kwargs(self, in_dim: int, out_dim: int) -> dict:
         """Keyword arguments that build one member as ``networks.MLP(**kwargs)``."""
-        return dict(in_dim=in_dim, width=self.width, depth=self.depth, beta=self.beta,
-                    activation=self.activation, parametrization=self.parametrization,
-                    out_dim=out_dim, norm=self.norm)
+        return dict(
+            in_dim=in_dim,
+            width=self.width,
+            depth=self.depth,
+            beta=self.beta,
+            activation=self.activation,
+            parametrization=self.parametrization,
+            out_dim=out_dim,
+            norm=self.norm,
+        )
 
 
 @dataclass(frozen=True)
@@ -325,8 +356,9 @@ class BatchSource:
 
     def at(self, step: int) -> tuple[Tensor, Tensor]:
         if self.sample_batch is not None and step > 0:
-            x, y, _ = _sampled(self.sample_batch, step, self.x.dtype, self.x.device,
-                               self.in_dim, self.out_dim)
+            x, y, _ = _sampled(
+                self.sample_batch, step, self.x.dtype, self.x.device, self.in_dim, self.out_dim
+            )
             return x, y
         if self.batch_size is None:
             return self.x, self.y
@@ -334,8 +366,9 @@ class BatchSource:
         n = self.x.shape[0]
         epoch, chunk = _minibatch_position(n, self.batch_size, step)
         if epoch != self._epoch:
-            self._permutation = torch.as_tensor(epoch_permutation(n, self.batch_seed, epoch),
-                                                device=self.x.device)
+            self._permutation = torch.as_tensor(
+                epoch_permutation(n, self.batch_seed, epoch), device=self.x.device
+            )
             self._epoch = epoch
         index = self._permutation[chunk]
         return self.x.index_select(0, index), self.y.index_select(0, index)
@@ -358,24 +391,51 @@ class _Run:
 # --- argument checks (all before any work) ------------------------------------------------------
 
 
-def _check_arguments(*, x_train, y_train, width, depth, beta, activation, parametrization,
-                     norm, seeds, steps, lr, loss, batch_size, batch_seed, sample_batch,
-                     x_eval, eval_steps, ntk_points, ntk_steps, dtype, device, name) -> _Run:
+def _check_arguments(
+    *,
+    x_train,
+    y_train,
+    width,
+    depth,
+    beta,
+    activation,
+    parametrization,
+    norm,
+    seeds,
+    steps,
+    lr,
+    loss,
+    batch_size,
+    batch_seed,
+    sample_batch,
+    x_eval,
+    eval_steps,
+    ntk_points,
+    ntk_steps,
+    dtype,
+    device,
+    name,
+) -> _Run:
     """The arguments of :func:`train_ensemble`, checked and grouped; ValueError names a bad one."""
     if not isinstance(name, str):
         raise ValueError(f"name must be a string, got {name!r}")
     check_hyperparameters(depth, beta, activation, parametrization)
     architecture = Architecture(
-        width=check_int(width, "width", minimum=1), depth=int(depth), beta=float(beta),
-        activation=activation, parametrization=parametrization,
-        norm=check_choice(norm, "norm", NORMS))
+        width=check_int(width, "width", minimum=1),
+        depth=int(depth),
+        beta=float(beta),
+        activation=activation,
+        parametrization=parametrization,
+        norm=check_choice(norm, "norm", NORMS),
+    )
     seeds = _check_seeds(seeds)
     schedule = Schedule(
         steps=check_int(steps, "steps", minimum=0),
         lr=check_real(lr, "lr", minimum=0.0, exclusive_minimum=True),
         loss=check_choice(loss, "loss", LOSSES),
         batch_size=None if batch_size is None else check_int(batch_size, "batch_size", minimum=1),
-        batch_seed=check_int(batch_seed, "batch_seed", minimum=0))
+        batch_seed=check_int(batch_seed, "batch_seed", minimum=0),
+    )
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a torch floating dtype, got {dtype!r}")
     dev = resolve_device(device)
@@ -386,21 +446,26 @@ def _check_arguments(*, x_train, y_train, width, depth, beta, activation, parame
     recording = Recording(
         x_eval=_recorded_points(x_eval, "x_eval", eval_steps, "eval_steps", n0, dtype, dev),
         eval_steps=eval_steps,
-        ntk_points=_recorded_points(ntk_points, "ntk_points", ntk_steps, "ntk_steps", n0, dtype,
-                                    dev),
-        ntk_steps=ntk_steps)
+        ntk_points=_recorded_points(
+            ntk_points, "ntk_points", ntk_steps, "ntk_steps", n0, dtype, dev
+        ),
+        ntk_steps=ntk_steps,
+    )
     return _Run(name, architecture, seeds, schedule, batches, recording, dtype, dev)
 
 
 def _check_seeds(seeds) -> list[int]:
     try:
-        items = list(np.asarray(seeds).reshape(-1)) if isinstance(seeds, np.ndarray) else list(seeds)
+        items = (
+            list(np.asarray(seeds).reshape(-1)) if isinstance(seeds, np.ndarray) else list(seeds)
+        )
     except TypeError:
         raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}") from None
     if not items:
         raise ValueError("seeds must be a non-empty sequence of ints, got an empty one")
-    items = [check_int(s, f"seeds[{i}]", minimum=0, maximum=_MAX_SEED - 1)
-             for i, s in enumerate(items)]
+    items = [
+        check_int(s, f"seeds[{i}]", minimum=0, maximum=_MAX_SEED - 1) for i, s in enumerate(items)
+    ]
     if len(set(items)) != len(items):
         raise ValueError(f"seeds must be unique (the members would be identical), got {items}")
     return items
@@ -412,8 +477,7 @@ def _check_steps_list(values, name: str, steps: int) -> tuple[int, ...]:
         items = list(values)
     except TypeError:
         raise ValueError(f"{name} must be a sequence of step numbers, got {values!r}") from None
-    out = tuple(check_int(s, f"{name}[{i}]", minimum=0, maximum=steps)
-                for i, s in enumerate(items))
+    out = tuple(check_int(s, f"{name}[{i}]", minimum=0, maximum=steps) for i, s in enumerate(items))
     if len(set(out)) != len(out):
         raise ValueError(f"{name} must not repeat a step, got {list(out)}")
     return out
@@ -436,13 +500,14 @@ def _sampled(sample_batch, step: int, dtype, device, in_dim, out_dim):
     x = check_tensor(x, f"sample_batch({step}) x", dtype=dtype, device=device)
     y, was_1d = _targets(y, f"sample_batch({step}) y", x.shape[0], dtype, device)
     if in_dim is not None and (x.shape[1] != in_dim or y.shape[1] != out_dim):
-        raise ValueError(f"sample_batch({step}) returned x {tuple(x.shape)}, y {tuple(y.shape)}; "
-                         f"expected input dimension {in_dim} and {out_dim} target(s) as at step 0")
+        raise ValueError(
+            f"sample_batch({step}) returned x {tuple(x.shape)}, y {tuple(y.shape)}; "
+            f"expected input dimension {in_dim} and {out_dim} target(s) as at step 0"
+        )
     return x, y, was_1d
 
 
-def _batch_source(x_train, y_train, sample_batch, schedule: Schedule, dtype,
-                  device) -> BatchSource:
+def _batch_source(x_train, y_train, sample_batch, schedule: Schedule, dtype, device) -> BatchSource:
     """The batches of the run: from ``sample_batch`` (its step 0 is drawn and checked here) or
     from the training set (all of it, or mini-batches of ``schedule.batch_size``)."""
     if sample_batch is not None:
@@ -460,12 +525,14 @@ def _batch_source(x_train, y_train, sample_batch, schedule: Schedule, dtype,
     y, was_1d = _targets(y_train, "y_train", x.shape[0], dtype, device)
     if schedule.batch_size is not None and schedule.batch_size > x.shape[0]:
         raise ValueError(
-            f"batch_size = {schedule.batch_size} exceeds the {x.shape[0]} training points")
+            f"batch_size = {schedule.batch_size} exceeds the {x.shape[0]} training points"
+        )
     return BatchSource(x, y, was_1d, schedule.batch_size, schedule.batch_seed)
 
 
-def _recorded_points(points, name: str, at_steps: tuple[int, ...], steps_name: str,
-                     in_dim: int, dtype, device) -> Tensor | None:
+def _recorded_points(
+    points, name: str, at_steps: tuple[int, ...], steps_name: str, in_dim: int, dtype, device
+) -> Tensor | None:
     """``x_eval`` or ``ntk_points`` as a checked (M, n0) tensor; required if ``at_steps``."""
     if points is None:
         if at_steps:
@@ -540,12 +607,32 @@ def train_ensemble(
     ValueError : a bad argument; the message names it.
     TrainingDiverged : a member's loss became NaN or inf; names the run, seed and step.
     """
-    return _train(_check_arguments(
-        x_train=x_train, y_train=y_train, width=width, depth=depth, beta=beta,
-        activation=activation, parametrization=parametrization, norm=norm, seeds=seeds,
-        steps=steps, lr=lr, loss=loss, batch_size=batch_size, batch_seed=batch_seed,
-        sample_batch=sample_batch, x_eval=x_eval, eval_steps=eval_steps, ntk_points=ntk_points,
-        ntk_steps=ntk_steps, dtype=dtype, device=device, name=name))
+    return _train(
+        _check_arguments(
+            x_train=x_train,
+            y_train=y_train,
+            width=width,
+            depth=depth,
+            beta=beta,
+            activation=activation,
+            parametrization=parametrization,
+            norm=norm,
+            seeds=seeds,
+            steps=steps,
+            lr=lr,
+            loss=loss,
+            batch_size=batch_size,
+            batch_seed=batch_seed,
+            sample_batch=sample_batch,
+            x_eval=x_eval,
+            eval_steps=eval_steps,
+            ntk_points=ntk_points,
+            ntk_steps=ntk_steps,
+            dtype=dtype,
+            device=device,
+            name=name,
+        )
+    )
 
 
 class _Recorder:
@@ -556,22 +643,27 @@ class _Recorder:
         self.eval_slot = {s: i for i, s in enumerate(recording.eval_steps)}
         self.ntk_slot = {s: i for i, s in enumerate(recording.ntk_steps)}
         n_eval = 0 if recording.x_eval is None else recording.x_eval.shape[0]
-        self.f_eval = torch.empty((n_members, len(recording.eval_steps), n_eval, out_dim),
-                                  dtype=dtype, device=device)
-        self.ntk_blocks: list[list[Tensor]] = [[None] * len(recording.ntk_steps)
-                                               for _ in range(n_members)]
+        self.f_eval = torch.empty(
+            (n_members, len(recording.eval_steps), n_eval, out_dim), dtype=dtype, device=device
+        )
+        self.ntk_blocks: list[list[Tensor]] = [
+            [None] * len(recording.ntk_steps) for _ in range(n_members)
+        ]
 
     def record(self, step: int, ensemble: _StackedMLP) -> None:
         if step in self.eval_slot:
-            self.f_eval[:, self.eval_slot[step]] = ensemble.forward(self.recording.x_eval,
-                                                                    keep=False)[0]
+            self.f_eval[:, self.eval_slot[step]] = ensemble.forward(
+                self.recording.x_eval, keep=False
+            )[0]
         if step in self.ntk_slot:
             for k in range(ensemble.n_members):
-                member = _member_model(ensemble.shell, ensemble.weights, ensemble.biases, k,
-                                       copy_params=False)
+                member = _member_model(
+                    ensemble.shell, ensemble.weights, ensemble.biases, k, copy_params=False
+                )
                 with torch.enable_grad():
                     self.ntk_blocks[k][self.ntk_slot[step]] = empirical_ntk(
-                        member, self.recording.ntk_points)
+                        member, self.recording.ntk_points
+                    )
 
     def f_eval_numpy(self, scalar_targets: bool) -> np.ndarray:
         f_eval = self.f_eval.cpu().numpy()
@@ -590,10 +682,10 @@ def _train(run: _Run) -> EnsembleResult:
     schedule, batches = run.schedule, run.batches
     architecture = run.architecture.mlp_kwargs(batches.in_dim, batches.out_dim)
     ensemble = _StackedMLP(architecture, run.seeds, run.dtype, run.device)
-    recorder = _Recorder(run.recording, ensemble.n_members, batches.out_dim, run.dtype,
-                         run.device)
-    losses = torch.empty((ensemble.n_members, schedule.steps + 1), dtype=run.dtype,
-                         device=run.device)
+    recorder = _Recorder(run.recording, ensemble.n_members, batches.out_dim, run.dtype, run.device)
+    losses = torch.empty(
+        (ensemble.n_members, schedule.steps + 1), dtype=run.dtype, device=run.device
+    )
     start = time.perf_counter()
     with torch.no_grad():
         for step in range(schedule.steps + 1):
@@ -613,13 +705,20 @@ def _train(run: _Run) -> EnsembleResult:
     losses_np = losses.cpu().numpy()  # the copy synchronises the device: timing ends here
     train_seconds = time.perf_counter() - start
     return EnsembleResult(
-        name=run.name, seeds=np.asarray(run.seeds, dtype=np.int64), steps=schedule.steps,
-        lr=schedule.lr, loss=schedule.loss, losses=losses_np,
+        name=run.name,
+        seeds=np.asarray(run.seeds, dtype=np.int64),
+        steps=schedule.steps,
+        lr=schedule.lr,
+        loss=schedule.loss,
+        losses=losses_np,
         eval_steps=np.asarray(run.recording.eval_steps, dtype=np.int64),
         f_eval=recorder.f_eval_numpy(batches.scalar_targets),
         ntk_steps=np.asarray(run.recording.ntk_steps, dtype=np.int64),
-        ntk=recorder.ntk_numpy(losses_np.dtype), train_seconds=train_seconds,
-        architecture=architecture, weights=ensemble.weights, biases=ensemble.biases,
+        ntk=recorder.ntk_numpy(losses_np.dtype),
+        train_seconds=train_seconds,
+        architecture=architecture,
+        weights=ensemble.weights,
+        biases=ensemble.biases,
         _shell=ensemble.shell,
     )
 

@@ -8,7 +8,7 @@ numpy arrays, tensors as real torch tensors of the requested dtype and device.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -17,8 +17,7 @@ _INT_TYPES = (int, np.integer)
 _REAL_TYPES = (int, float, np.integer, np.floating)
 
 
-def check_int(value, name: str, *, minimum: int | None = None,
-              maximum: int | None = None) -> int:
+def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as a Python int in [minimum, maximum]; bools and floats are refused."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, _INT_TYPES):
         raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -29,8 +28,14 @@ def check_int(value, name: str, *, minimum: int | None = None,
     return int(value)
 
 
-def check_real(value, name: str, *, minimum: float | None = None,
-               maximum: float | None = None, exclusive_minimum: bool = False) -> float:
+def check_real(
+    value,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+) -> float:
     """``value`` as a finite float in the given range (``exclusive_minimum``: > minimum)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, _REAL_TYPES):
         raise ValueError(f"{name} must be a real number, got {value!r}")
@@ -68,13 +73,15 @@ def _real_array(x, name: str) -> np.ndarray:
     return raw.astype(np.float64, copy=False)
 
 
-def check_points(x, name: str, *, dim: int | None = None, min_dim: int = 1,
-                 finite: bool = True) -> np.ndarray:
+def check_points(
+    x, name: str, *, dim: int | None = None, min_dim: int = 1, finite: bool = True
+) -> np.ndarray:
     """``x`` as a float64 (N, n0) array with N >= 1 and n0 >= min_dim (== dim if given)."""
     arr = _real_array(x, name)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < min_dim:
         raise ValueError(
-            f"{name} must have shape (N, n0) with N >= 1 and n0 >= {min_dim}, got {arr.shape}")
+            f"{name} must have shape (N, n0) with N >= 1 and n0 >= {min_dim}, got {arr.shape}"
+        )
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(f"{name} has input dimension {arr.shape[1]}, expected {dim}")
     if finite and not np.isfinite(arr).all():
@@ -104,8 +111,9 @@ def as_real_tensor(x, name: str) -> torch.Tensor:
     return t
 
 
-def check_tensor(x, name: str, *, dtype: torch.dtype, device, ndims: tuple[int, ...] = (2,)
-                 ) -> torch.Tensor:
+def check_tensor(
+    x, name: str, *, dtype: torch.dtype, device, ndims: tuple[int, ...] = (2,)
+) -> torch.Tensor:
     """``x`` as a finite, non-empty tensor of ``dtype`` on ``device`` with ndim in ``ndims``.
 
     Finiteness is checked after the cast (a float64 value can overflow in float32) and before
@@ -113,8 +121,9 @@ def check_tensor(x, name: str, *, dtype: torch.dtype, device, ndims: tuple[int, 
     """
     t = as_real_tensor(x, name)
     if t.ndim not in ndims or 0 in t.shape:
-        raise ValueError(f"{name} must be a non-empty array with ndim in {ndims}, got shape "
-                         f"{tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must be a non-empty array with ndim in {ndims}, got shape {tuple(t.shape)}"
+        )
     t = t.to(dtype=dtype)
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or inf (in {dtype})")

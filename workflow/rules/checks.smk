@@ -8,12 +8,12 @@ rule checks:
         report(f"{RESULTS}/checks.csv", caption="../report/checks.rst", category="Checks"),
     log:
         "logs/checks.log",
+    conda:
+        "../../envs/ntk.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../../envs/ntk.yaml"
     shell:
         "python -m ntk_repro.claims merge --input {input:q} --output {output:q} 2> {log:q}"
 
@@ -25,11 +25,11 @@ rule claims_gate:
         figures=expand(f"{RESULTS}/figures/{{name}}.{{ext}}", name=EXPERIMENTS, ext=["png", "pdf"]),
     output:
         f"{RESULTS}/claims.txt",
+    conda:
+        "../../envs/ntk.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../../envs/ntk.yaml"
     shell:
         "python -m ntk_repro.claims gate {input.checks:q} --summary {output:q}"

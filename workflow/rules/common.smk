@@ -25,8 +25,9 @@ def job_files(exp, job_name):
 def named_inputs(exp, sources):
     """Keyword -> file(s) of the jobs named in ``sources``, plus the experiment's module."""
     inputs = {name: job_files(exp, job_name) for name, job_name in sources.items()}
-    inputs = {name: files if exp.job(sources[name]).each else files[0]
-              for name, files in inputs.items()}
+    inputs = {
+        name: files if exp.job(sources[name]).each else files[0] for name, files in inputs.items()
+    }
     return {**inputs, "code": str(exp.source)}
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 Stage = Callable[..., None]
 # (p, wildcards) -> MB; p as the stage sees it, wildcards as strings.
 Resource = int | Callable[[dict, Mapping[str, str]], int]
+
 
 @dataclass(frozen=True)
 class Job:

@@ -32,12 +32,27 @@ import torch
 
 from ntk_repro import data
 from ntk_repro.activations import standard_moments
-from ntk_repro.deconv import (DeconvNet, deconv_ntk, deconv_ntk_limit, ntk_rows,
-                              offset_valuation, pixel_offsets, split_pair_ntk)
+from ntk_repro.deconv import (
+    DeconvNet,
+    deconv_ntk,
+    deconv_ntk_limit,
+    ntk_rows,
+    offset_valuation,
+    pixel_offsets,
+    split_pair_ntk,
+)
 from ntk_repro.device import resolve_device
 from ntk_repro.experiments import Experiment, Job
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 
 NETS = ("freeze", "chaos", "bn")
 # D(v) is a difference of O(1) numbers: below this size of (v+1)·r^v it is rounding noise.
@@ -52,16 +67,22 @@ def _net(p: dict, net: str) -> dict:
     if net not in NETS:
         raise ValueError(f"net {net!r} is unknown; choose one of {list(NETS)}")
     beta = p["beta_chaos"] if net == "chaos" else p["beta_freeze"]
-    return dict(activation=p["activation"], beta=float(beta),
-                parametrization=p["parametrization"], norm="batch" if net == "bn" else None)
+    return dict(
+        activation=p["activation"],
+        beta=float(beta),
+        parametrization=p["parametrization"],
+        norm="batch" if net == "bn" else None,
+    )
 
 
 def _r(p: dict, beta: float) -> float:
     """r_{σ,β} = (1 − β²) E[σ'(z)²]; the bounds need a standardised σ (E[σ(z)²] = 1)."""
     m = standard_moments(p["activation"])
     if abs(m["second"] - 1.0) > 1e-9:
-        raise ValueError(f"activation {p['activation']!r} has E[σ(z)²] = {m['second']:.4g}; "
-                         "the freeze/chaos bounds need a standardised σ (E[σ²] = 1)")
+        raise ValueError(
+            f"activation {p['activation']!r} has E[σ(z)²] = {m['second']:.4g}; "
+            "the freeze/chaos bounds need a standardised σ (E[σ²] = 1)"
+        )
     return (1.0 - beta * beta) * m["grad_second"]
 
 
@@ -76,18 +97,19 @@ def c1_curve(r: float, beta: float, activation: str, parametrization: str) -> np
     v_max = 0
     while (v_max + 2) * r ** (v_max + 1) >= _C1_RESOLUTION:
         v_max += 1
-    diag, cross = split_pair_ntk(v_max, beta=beta, activation=activation,
-                                 parametrization=parametrization)
+    diag, cross = split_pair_ntk(
+        v_max, beta=beta, activation=activation, parametrization=parametrization
+    )
     v = np.arange(v_max + 1)
     deficit = diag - cross  # diag[v] = Σ_{k≤v} r^k for a standardised σ
-    return deficit * (1 - r) / ((1 - r ** (v + 1)) * (v + 1) * r ** v)
+    return deficit * (1 - r) / ((1 - r ** (v + 1)) * (v + 1) * r**v)
 
 
 def bounds(r: float, c1: float, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) bounds on Θ_pp'/Θ_pp for v = 0 … L−1."""
     v = np.arange(depth)
-    upper = (1 - r ** (v + 1)) / (1 - r ** depth)
-    return upper - c1 * (v + 1) * r ** v, upper
+    upper = (1 - r ** (v + 1)) / (1 - r**depth)
+    return upper - c1 * (v + 1) * r**v, upper
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -103,9 +125,15 @@ def limit(p: dict, outputs) -> None:
     arrays = dict(offsets=offsets[..., 0], valuation=valuation)
     for net in ("freeze", "chaos"):
         arch = _net(p, net)
-        theta = deconv_ntk_limit(x, stride=s, depth=depth, beta=arch["beta"],
-                                 activation=arch["activation"],
-                                 parametrization=arch["parametrization"], device=p["device"])
+        theta = deconv_ntk_limit(
+            x,
+            stride=s,
+            depth=depth,
+            beta=arch["beta"],
+            activation=arch["activation"],
+            parametrization=arch["parametrization"],
+            device=p["device"],
+        )
         arrays[f"ratio_{net}"] = theta / np.diag(theta)[:, None]
         arrays[f"r_{net}"] = np.float64(_r(p, arch["beta"]))
     r = float(arrays["r_freeze"])
@@ -116,8 +144,7 @@ def limit(p: dict, outputs) -> None:
     arch = _net(p, "freeze")
     curve = c1_curve(r, arch["beta"], arch["activation"], arch["parametrization"])
     lower, upper = bounds(r, float(curve.max()), depth)
-    save_arrays(out, c1_curve=curve, c1=np.float64(curve.max()), lower=lower, upper=upper,
-                **arrays)
+    save_arrays(out, c1_curve=curve, c1=np.float64(curve.max()), lower=lower, upper=upper, **arrays)
 
 
 def nets(p: dict, outputs, *, net: str) -> None:
@@ -127,12 +154,13 @@ def nets(p: dict, outputs, *, net: str) -> None:
     dev = resolve_device(p["device"])
     dtype = getattr(torch, p["dtype"])  # the finite nets' dtype (training.dtype)
     depth, s = p["depth"], p["stride"]
-    n_pix = s ** depth
+    n_pix = s**depth
     batch = p["bn_batch"] if net == "bn" else 1
     if net == "bn":
         # Batch-coupled: rows of chosen reference pixels of every sample, by JVP/VJP.
-        refs = np.array([j * n_pix // p["bn_reference_pixels"]
-                         for j in range(p["bn_reference_pixels"])])
+        refs = np.array(
+            [j * n_pix // p["bn_reference_pixels"] for j in range(p["bn_reference_pixels"])]
+        )
         rows = [(i, int(ref)) for i in range(batch) for ref in refs]
         row_refs = np.tile(refs, batch)
     else:
@@ -140,9 +168,17 @@ def nets(p: dict, outputs, *, net: str) -> None:
     ratios = np.empty((p["inits"], len(row_refs), n_pix))
     for k in range(p["inits"]):
         seed = derive_seed(p["seed"], "checkerboard", net, "1d", k)
-        model = DeconvNet(p["in_channels"], p["width"], depth, stride=s, dim=1,
-                          generator=torch.Generator().manual_seed(seed), device=dev,
-                          dtype=dtype, **arch)
+        model = DeconvNet(
+            p["in_channels"],
+            p["width"],
+            depth,
+            stride=s,
+            dim=1,
+            generator=torch.Generator().manual_seed(seed),
+            device=dev,
+            dtype=dtype,
+            **arch,
+        )
         x = torch.as_tensor(_latents(p, batch, seed, 1), dtype=dtype, device=dev)
         if net == "bn":
             theta_rows = ntk_rows(model, x, rows)  # (R, N, P)
@@ -159,18 +195,33 @@ def nets(p: dict, outputs, *, net: str) -> None:
     maps = np.empty((p["inits_2d"], side, side))
     for k in range(p["inits_2d"]):
         seed = derive_seed(p["seed"], "checkerboard", net, "2d", k)
-        model = DeconvNet(p["in_channels"], p["width_2d"], p["depth_2d"], stride=s, dim=2,
-                          generator=torch.Generator().manual_seed(seed), device=dev,
-                          dtype=dtype, **arch)
+        model = DeconvNet(
+            p["in_channels"],
+            p["width_2d"],
+            p["depth_2d"],
+            stride=s,
+            dim=2,
+            generator=torch.Generator().manual_seed(seed),
+            device=dev,
+            dtype=dtype,
+            **arch,
+        )
         x = torch.as_tensor(_latents(p, batch, seed, 2), dtype=dtype, device=dev)
         if net == "bn":
             row = ntk_rows(model, x, [(0, centre)])[0, 0]
         else:  # the structured formula, without the torch.func machinery
             row = deconv_ntk(model, x)[0, 0, centre]
         maps[k] = (row / row[centre]).reshape(side, side).double().cpu().numpy()
-    save_arrays(out, ratios=ratios, refs=row_refs, maps_2d=maps,
-                centre_2d=np.array([side // 2, side // 2]), width=np.int64(p["width"]),
-                beta=np.float64(arch["beta"]), batch=np.int64(batch))
+    save_arrays(
+        out,
+        ratios=ratios,
+        refs=row_refs,
+        maps_2d=maps,
+        centre_2d=np.array([side // 2, side // 2]),
+        width=np.int64(p["width"]),
+        beta=np.float64(arch["beta"]),
+        batch=np.int64(batch),
+    )
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -237,7 +288,7 @@ def _label(name, run, limit=None):
 def plot(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
     limit, nets = _load(limit, nets)
     depth, s = p["depth"], p["stride"]
-    n_pix = s ** depth
+    n_pix = s**depth
     fig = new_figure(width=10.0, height=7.2)[0]
     fig.clf()
     grid = fig.add_gridspec(2, 6, height_ratios=[1.0, 1.05])
@@ -246,34 +297,51 @@ def plot(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
     d = np.arange(1, n_pix)
     v_of_d = offset_valuation(d[:, None], s, depth)
     lower, upper = limit["lower"], limit["upper"]
-    ax_off.fill_between(d, np.maximum(lower[v_of_d], 0), upper[v_of_d], step="mid",
-                        color="tab:blue", alpha=0.15, label="freeze bounds (C₁ derived)")
+    ax_off.fill_between(
+        d,
+        np.maximum(lower[v_of_d], 0),
+        upper[v_of_d],
+        step="mid",
+        color="tab:blue",
+        alpha=0.15,
+        label="freeze bounds (C₁ derived)",
+    )
     ax_off.step(d, upper[v_of_d], where="mid", color="tab:blue", lw=0.6, alpha=0.6)
-    ax_off.plot(d, limit["ratio_freeze"][0, 1:], "_", color="black", ms=7,
-                label="freeze, infinite width")
+    ax_off.plot(
+        d, limit["ratio_freeze"][0, 1:], "_", color="black", ms=7, label="freeze, infinite width"
+    )
     for name in NETS:
         color, marker = _STYLE[name]
-        ax_off.plot(d, by_offset(nets[name], depth, s), marker, color=color, ms=3,
-                    lw=0.6, ls="-", alpha=0.85, label=_label(name, nets[name], limit))
+        ax_off.plot(
+            d,
+            by_offset(nets[name], depth, s),
+            marker,
+            color=color,
+            ms=3,
+            lw=0.6,
+            ls="-",
+            alpha=0.85,
+            label=_label(name, nets[name], limit),
+        )
     ax_off.set_xlabel("pixel offset |p − p′|")
     ax_off.set_ylabel("Θ_pp′ / Θ_pp   (mean over inits)")
     ax_off.set_xlim(0, n_pix)
     ax_off.set_ylim(-0.05, 1.3)  # headroom for the legend
     ax_off.set_yticks(np.linspace(0, 1, 6))
     ax_off.set_xticks(np.arange(0, n_pix + 1, max(n_pix // 16, 1)))
-    ax_off.set_title(f"1-D deconvolution net, L = {depth}, stride {s}, "
-                     f"{p['width']} channels, {p['inits']} inits")
+    ax_off.set_title(
+        f"1-D deconvolution net, L = {depth}, stride {s}, {p['width']} channels, {p['inits']} inits"
+    )
     ax_off.legend(loc="upper left", ncol=2, fontsize=7)
 
     v = np.arange(depth)
     ax_v.fill_between(v, np.maximum(lower, 0), upper, color="tab:blue", alpha=0.15)
-    ax_v.plot(v, [limit["ratio_freeze"][0, s ** k] for k in v], "_", color="black", ms=10)
-    ax_v.plot(v, [limit["ratio_chaos"][0, s ** k] for k in v], "_", color="tab:red", ms=10)
+    ax_v.plot(v, [limit["ratio_freeze"][0, s**k] for k in v], "_", color="black", ms=10)
+    ax_v.plot(v, [limit["ratio_chaos"][0, s**k] for k in v], "_", color="tab:red", ms=10)
     for name in NETS:
         color, marker = _STYLE[name]
         _, mean, se = by_valuation(nets[name], depth, s)
-        ax_v.errorbar(v, mean, yerr=Z * se, fmt=marker + "-", color=color, ms=4, lw=0.8,
-                      capsize=2)
+        ax_v.errorbar(v, mean, yerr=Z * se, fmt=marker + "-", color=color, ms=4, lw=0.8, capsize=2)
     ax_v.set_xlabel("v  (s^v divides p − p′)")
     ax_v.set_ylabel("mean Θ_pp′ / Θ_pp over pairs with that v")
     ax_v.set_title("by v (bars: 3 SE; dashes: n = ∞)")
@@ -284,16 +352,25 @@ def plot(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
     for col, name in enumerate(NETS):
         ax = fig.add_subplot(bottom[0, col])
         img = nets[name]["maps_2d"].mean(0)
-        im = ax.imshow(img, vmin=0, vmax=1, cmap="viridis", origin="upper",
-                       extent=(-0.5, side - 0.5, side - 0.5, -0.5))
+        im = ax.imshow(
+            img,
+            vmin=0,
+            vmax=1,
+            cmap="viridis",
+            origin="upper",
+            extent=(-0.5, side - 0.5, side - 0.5, -0.5),
+        )
         cy, cx = nets[name]["centre_2d"]
         ax.plot(cx, cy, "+", color="white", ms=6)
         ax.set_title(f"2-D {_label(name, nets[name], limit)}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
-    fig.colorbar(im, cax=fig.add_subplot(bottom[0, 3]),
-                 label=f"Θ_p0p′ / Θ_p0p0, p0 = + (L = {p['depth_2d']}, {side}×{side})")
+    fig.colorbar(
+        im,
+        cax=fig.add_subplot(bottom[0, 3]),
+        label=f"Θ_p0p′ / Θ_p0p0, p0 = + (L = {p['depth_2d']}, {side}×{side})",
+    )
     save_figure(fig, outputs)
 
 
@@ -313,10 +390,11 @@ def check(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
     per_init, _, _ = by_valuation(freeze, depth, s)
     spread_freeze, spread_freeze_se = spread(per_init)
 
-    ratio_chaos = np.array([limit["ratio_chaos"][0, s ** k] for k in range(depth)])
-    ratio_freeze = np.array([limit["ratio_freeze"][0, s ** k] for k in range(depth)])
-    share_limit = float((ratio_chaos.max() - ratio_chaos.min())
-                        / (ratio_freeze.max() - ratio_freeze.min()))
+    ratio_chaos = np.array([limit["ratio_chaos"][0, s**k] for k in range(depth)])
+    ratio_freeze = np.array([limit["ratio_freeze"][0, s**k] for k in range(depth)])
+    share_limit = float(
+        (ratio_chaos.max() - ratio_chaos.min()) / (ratio_freeze.max() - ratio_freeze.min())
+    )
 
     def share_of_freeze(name):
         """Spread of one net as a share of the freeze spread, with its SE (delta method)."""
@@ -330,28 +408,43 @@ def check(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
 
     width = int(freeze["width"])
     rows = [
-        Check("checkerboard",
-              f"freeze (r = {r:.3f}): every pixel pair inside the stride bounds, largest "
-              f"violation max(R - upper, lower - R)", 0.0, float(violation.max()),
-              Z * float(se[off].max()), "at_most",
-              note=f"R = Θ_pp'/Θ_pp averaged over {inits} inits (width {width}, L = {depth}, "
-                   f"s = {s}), {n_pairs} pairs; C1 = {c1:.4f} derived from the n = ∞ "
-                   f"recursion (largest C(v), v <= {len(limit['c1_curve']) - 1}); tolerance "
-                   f"3 x the largest per-pair SE over inits; negative = inside"),
-        Check("checkerboard",
-              f"chaos (r = {float(limit['r_chaos']):.3f}): pattern absent, spread over v of "
-              f"the mean ratio as a share of the freeze spread", SPREAD_SHARE, share_chaos,
-              Z * share_chaos_se, "at_most",
-              note=f"spread = max_v - min_v of the mean ratio over pairs with that v; freeze "
-                   f"spread {spread_freeze:.3f}; the n = ∞ share is {share_limit:.3f}, the "
-                   f"criterion {SPREAD_SHARE} leaves room for O(1/n) finite-width terms; "
-                   f"tolerance 3 SE over inits (delta method)"),
-        Check("checkerboard",
-              "BatchNorm: pattern absent, spread over v as a share of the freeze spread",
-              SPREAD_SHARE, share_bn, Z * share_bn_se, "at_most",
-              note=f"same criterion (no n = ∞ theory for BN here); batch "
-                   f"{int(nets['bn']['batch'])}, {int(nets['bn']['ratios'].shape[1])} "
-                   f"reference rows per init; tolerance 3 SE over inits (delta method)"),
+        Check(
+            "checkerboard",
+            f"freeze (r = {r:.3f}): every pixel pair inside the stride bounds, largest "
+            f"violation max(R - upper, lower - R)",
+            0.0,
+            float(violation.max()),
+            Z * float(se[off].max()),
+            "at_most",
+            note=f"R = Θ_pp'/Θ_pp averaged over {inits} inits (width {width}, L = {depth}, "
+            f"s = {s}), {n_pairs} pairs; C1 = {c1:.4f} derived from the n = ∞ "
+            f"recursion (largest C(v), v <= {len(limit['c1_curve']) - 1}); tolerance "
+            f"3 x the largest per-pair SE over inits; negative = inside",
+        ),
+        Check(
+            "checkerboard",
+            f"chaos (r = {float(limit['r_chaos']):.3f}): pattern absent, spread over v of "
+            f"the mean ratio as a share of the freeze spread",
+            SPREAD_SHARE,
+            share_chaos,
+            Z * share_chaos_se,
+            "at_most",
+            note=f"spread = max_v - min_v of the mean ratio over pairs with that v; freeze "
+            f"spread {spread_freeze:.3f}; the n = ∞ share is {share_limit:.3f}, the "
+            f"criterion {SPREAD_SHARE} leaves room for O(1/n) finite-width terms; "
+            f"tolerance 3 SE over inits (delta method)",
+        ),
+        Check(
+            "checkerboard",
+            "BatchNorm: pattern absent, spread over v as a share of the freeze spread",
+            SPREAD_SHARE,
+            share_bn,
+            Z * share_bn_se,
+            "at_most",
+            note=f"same criterion (no n = ∞ theory for BN here); batch "
+            f"{int(nets['bn']['batch'])}, {int(nets['bn']['ratios'].shape[1])} "
+            f"reference rows per init; tolerance 3 SE over inits (delta method)",
+        ),
     ]
     write_checks(outputs[0], rows)
 
@@ -368,8 +461,14 @@ EXPERIMENT = Experiment(
     uses=("seed", "device", "training.dtype"),
     jobs=(
         Job("limit", limit, "limit.npz"),
-        Job("nets", nets, "{net}.npz", each=lambda p: [{"net": n} for n in NETS],
-            mem_mb=_nets_mem_mb, runtime=60),
+        Job(
+            "nets",
+            nets,
+            "{net}.npz",
+            each=lambda p: [{"net": n} for n in NETS],
+            mem_mb=_nets_mem_mb,
+            runtime=60,
+        ),
     ),
     plot=plot,
     check=check,

@@ -29,16 +29,28 @@ from ntk_repro.device import resolve_device
 from ntk_repro.empirical import empirical_ntk
 from ntk_repro.experiments import Experiment, Job, ensemble_mem_mb, over
 from ntk_repro.networks import MLP
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 from ntk_repro.training import train_ensemble
 
 X0 = np.array([[1.0, 0.0]])  # the fixed first argument of Θ(x0, x)
 
 
 def _architecture(p: dict) -> dict:
-    return dict(depth=p["depth"], beta=p["beta"], activation=p["activation"],
-                parametrization=p["parametrization"])
+    return dict(
+        depth=p["depth"],
+        beta=p["beta"],
+        activation=p["activation"],
+        parametrization=p["parametrization"],
+    )
 
 
 def _circle(p: dict):
@@ -75,26 +87,46 @@ def train(p: dict, outputs, *, width: str) -> None:
     circle, _ = _circle(p)
     seeds = [derive_seed(p["seed"], "fig1", width, k) for k in range(p["inits"])]
     # One batch stream for every width: the widths then differ only in their inits.
-    sampler = data.gaussian_batch_sampler(p["batch_size"], 2,
-                                          seed=derive_seed(p["seed"], "fig1", "batches"))
-    result = train_ensemble(
-        width=width, **_architecture(p), seeds=seeds, steps=p["steps"], lr=p["lr"],
-        loss=p["loss"], sample_batch=sampler, ntk_points=np.vstack([X0, circle]),
-        ntk_steps=(0, p["steps"]), dtype=getattr(torch, p["dtype"]),
-        device=resolve_device(p["device"]), name=f"fig1 width={width}",
+    sampler = data.gaussian_batch_sampler(
+        p["batch_size"], 2, seed=derive_seed(p["seed"], "fig1", "batches")
     )
-    save_arrays(outputs[0], width=np.int64(width), seeds=result.seeds,
-                steps=np.int64(result.steps), lr=np.float64(result.lr), losses=result.losses,
-                ntk_steps=result.ntk_steps, theta=result.ntk[:, :, 0, 1:],
-                theta_init=_init_samples(p, width, circle))
+    result = train_ensemble(
+        width=width,
+        **_architecture(p),
+        seeds=seeds,
+        steps=p["steps"],
+        lr=p["lr"],
+        loss=p["loss"],
+        sample_batch=sampler,
+        ntk_points=np.vstack([X0, circle]),
+        ntk_steps=(0, p["steps"]),
+        dtype=getattr(torch, p["dtype"]),
+        device=resolve_device(p["device"]),
+        name=f"fig1 width={width}",
+    )
+    save_arrays(
+        outputs[0],
+        width=np.int64(width),
+        seeds=result.seeds,
+        steps=np.int64(result.steps),
+        lr=np.float64(result.lr),
+        losses=result.losses,
+        ntk_steps=result.ntk_steps,
+        theta=result.ntk[:, :, 0, 1:],
+        theta_init=_init_samples(p, width, circle),
+    )
 
 
 def _load(limit_path: str, run_paths: list[str]):
     limit = load_arrays(limit_path)
     runs = sorted((load_arrays(path) for path in run_paths), key=lambda r: int(r["width"]))
     for r in runs:
-        require_finite(f"fig1 width={int(r['width'])}", theta=r["theta"], losses=r["losses"],
-                       theta_init=r["theta_init"])
+        require_finite(
+            f"fig1 width={int(r['width'])}",
+            theta=r["theta"],
+            losses=r["losses"],
+            theta_init=r["theta_init"],
+        )
     return limit, runs
 
 
@@ -132,14 +164,23 @@ def plot(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
         color = colors[i % len(colors)]
         for j, (style, label_t) in enumerate((("-", "t = 0"), ("--", f"t = {steps}"))):
             for k, theta in enumerate(run["theta"][:, j, :]):
-                ax.plot(g, theta, style, color=color, lw=0.7, alpha=0.75,
-                        label=f"n = {n}, {label_t}" if k == 0 else None)
+                ax.plot(
+                    g,
+                    theta,
+                    style,
+                    color=color,
+                    lw=0.7,
+                    alpha=0.75,
+                    label=f"n = {n}, {label_t}" if k == 0 else None,
+                )
     ax.plot(g, limit["theta_inf"], color="black", lw=2.2, label="n = ∞")
     ax.set_xlim(g[0], -g[0])
     ax.set_xlabel("γ  (x = (cos γ, sin γ))")
     ax.set_ylabel("Θ(x0, x)")
-    ax.set_title(f"NTK at init and after training (L = {p['depth']}, β = {p['beta']}, "
-                 f"{p['activation']}, {p['inits']} inits per width)")
+    ax.set_title(
+        f"NTK at init and after training (L = {p['depth']}, β = {p['beta']}, "
+        f"{p['activation']}, {p['inits']} inits per width)"
+    )
     ax.legend(loc="upper right")
     save_figure(fig, outputs)
 
@@ -176,25 +217,48 @@ def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
     rows = [
         # exp(log d + 3 se) − d: three standard errors of log d2 and of the extrapolation,
         # mapped back to the scale of d.
-        Check("fig1", f"{what}, n = {n2} (geometric mean over {len(dev2)} nets), at most the "
-              f"n^-1/2 extrapolation from n = {n1}", predicted, d2,
-              predicted * math.expm1(3.0 * se_log_ratio), "at_most",
-              note=f"paper value = geometric mean at n = {n1} ({d1:.4g}) · sqrt({n1}/{n2}); "
-                   f"tolerance 3 standard errors of log(d1/d2) ({se_log_ratio:.3g}), {nets}"),
-        Check("fig1", f"ratio of the init deviation n = {n1} over n = {n2} vs sqrt(n2/n1)",
-              scale, ratio, ratio * 3.0 * se_log_ratio, "abs",
-              note=f"deviation ∝ n^-1/2; tolerance 3 standard errors of the ratio (from those "
-                   f"of log D, {nets})"),
-        Check("fig1", f"‖Θ_T − Θ_0‖/‖Θ_0‖ during {steps} steps: n = {n2} at most n = {n1}",
-              c1, c2, 0.0, "at_most",
-              note=f"geometric means over the trained nets; log standard errors {ce1:.2g} "
-                   f"(n = {n1}), {ce2:.2g} (n = {n2})"),
-        Check("fig1", f"ratio of the training change n = {n1} over n = {n2}, at least "
-              f"sqrt(n2/n1)", scale, change_ratio, change_ratio * 3.0 * se_log_change,
-              "at_least",
-              note=f"the NTK paper's O(n^-1/2) at least; measured exponent {exponent:.2f} ± "
-                   f"{se_exponent:.2f}: the change is O(1/n) for smooth σ, ReLU's kink adds an "
-                   f"O(n^-3/4) part; tolerance 3 standard errors"),
+        Check(
+            "fig1",
+            f"{what}, n = {n2} (geometric mean over {len(dev2)} nets), at most the "
+            f"n^-1/2 extrapolation from n = {n1}",
+            predicted,
+            d2,
+            predicted * math.expm1(3.0 * se_log_ratio),
+            "at_most",
+            note=f"paper value = geometric mean at n = {n1} ({d1:.4g}) · sqrt({n1}/{n2}); "
+            f"tolerance 3 standard errors of log(d1/d2) ({se_log_ratio:.3g}), {nets}",
+        ),
+        Check(
+            "fig1",
+            f"ratio of the init deviation n = {n1} over n = {n2} vs sqrt(n2/n1)",
+            scale,
+            ratio,
+            ratio * 3.0 * se_log_ratio,
+            "abs",
+            note=f"deviation ∝ n^-1/2; tolerance 3 standard errors of the ratio (from those "
+            f"of log D, {nets})",
+        ),
+        Check(
+            "fig1",
+            f"‖Θ_T − Θ_0‖/‖Θ_0‖ during {steps} steps: n = {n2} at most n = {n1}",
+            c1,
+            c2,
+            0.0,
+            "at_most",
+            note=f"geometric means over the trained nets; log standard errors {ce1:.2g} "
+            f"(n = {n1}), {ce2:.2g} (n = {n2})",
+        ),
+        Check(
+            "fig1",
+            f"ratio of the training change n = {n1} over n = {n2}, at least sqrt(n2/n1)",
+            scale,
+            change_ratio,
+            change_ratio * 3.0 * se_log_change,
+            "at_least",
+            note=f"the NTK paper's O(n^-1/2) at least; measured exponent {exponent:.2f} ± "
+            f"{se_exponent:.2f}: the change is O(1/n) for smooth σ, ReLU's kink adds an "
+            f"O(n^-3/4) part; tolerance 3 standard errors",
+        ),
     ]
     write_checks(outputs[0], rows)
 
@@ -205,9 +269,16 @@ EXPERIMENT = Experiment(
     uses=("seed", "device", "model", "training"),
     jobs=(
         Job("limit", limit, "theta_inf.npz"),
-        Job("train", train, "train_w{width}.npz",
-            each=over("width", "widths"), threads=2, gpu=True, mem_mb=ensemble_mem_mb,
-            runtime=120),
+        Job(
+            "train",
+            train,
+            "train_w{width}.npz",
+            each=over("width", "widths"),
+            threads=2,
+            gpu=True,
+            mem_mb=ensemble_mem_mb,
+            runtime=120,
+        ),
     ),
     plot=plot,
     check=check,

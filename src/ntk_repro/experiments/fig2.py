@@ -18,8 +18,16 @@ import torch
 from ntk_repro import data, kernels
 from ntk_repro.device import resolve_device
 from ntk_repro.experiments import Experiment, Job, ensemble_mem_mb, over
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 from ntk_repro.training import train_ensemble
 
 Z90 = 1.2815515655446004  # the 90% quantile of N(0, 1)
@@ -27,8 +35,12 @@ BAND_SHARE = 0.8  # the share of a Gaussian between its 10 and 90 percentiles
 
 
 def _architecture(p: dict) -> dict:
-    return dict(depth=p["depth"], beta=p["beta"], activation=p["activation"],
-                parametrization=p["parametrization"])
+    return dict(
+        depth=p["depth"],
+        beta=p["beta"],
+        activation=p["activation"],
+        parametrization=p["parametrization"],
+    )
 
 
 def _eval_points(p: dict):
@@ -44,13 +56,32 @@ def limit(p: dict, outputs) -> None:
     cross = kernels.kernel_matrices(x_eval, x_train, **arch)
     diag = np.diag(kernels.nngp(x_eval, **arch)).copy()
     t = p["steps"] * p["lr"]
-    mean, var = kernels.kernel_ode_gaussian(cross["ntk"], at_train["ntk"], diag, cross["nngp"],
-                                            at_train["nngp"], y_train, t, loss=p["loss"])
+    mean, var = kernels.kernel_ode_gaussian(
+        cross["ntk"],
+        at_train["ntk"],
+        diag,
+        cross["nngp"],
+        at_train["nngp"],
+        y_train,
+        t,
+        loss=p["loss"],
+    )
     sd = np.sqrt(var)
-    save_arrays(outputs[0], angles=angles, x_eval=x_eval, x_train=x_train, y_train=y_train,
-                angles_train=np.array(data.FIG2_ANGLES), mean=mean, sd=sd,
-                p10=mean - Z90 * sd, p50=mean, p90=mean + Z90 * sd, t=np.float64(t),
-                prior_sd=np.sqrt(diag))
+    save_arrays(
+        outputs[0],
+        angles=angles,
+        x_eval=x_eval,
+        x_train=x_train,
+        y_train=y_train,
+        angles_train=np.array(data.FIG2_ANGLES),
+        mean=mean,
+        sd=sd,
+        p10=mean - Z90 * sd,
+        p50=mean,
+        p90=mean + Z90 * sd,
+        t=np.float64(t),
+        prior_sd=np.sqrt(diag),
+    )
 
 
 def train(p: dict, outputs, *, width: str) -> None:
@@ -60,9 +91,18 @@ def train(p: dict, outputs, *, width: str) -> None:
     x_eval, _ = _eval_points(p)
     seeds = [derive_seed(p["seed"], "fig2", width, k) for k in range(p["inits"])]
     result = train_ensemble(
-        x_train, y_train, width=width, **_architecture(p), seeds=seeds, steps=p["steps"],
-        lr=p["lr"], loss=p["loss"], x_eval=x_eval, eval_steps=(0, p["steps"]),
-        dtype=getattr(torch, p["dtype"]), device=resolve_device(p["device"]),
+        x_train,
+        y_train,
+        width=width,
+        **_architecture(p),
+        seeds=seeds,
+        steps=p["steps"],
+        lr=p["lr"],
+        loss=p["loss"],
+        x_eval=x_eval,
+        eval_steps=(0, p["steps"]),
+        dtype=getattr(torch, p["dtype"]),
+        device=resolve_device(p["device"]),
         name=f"fig2 width={width}",
     )
     save_arrays(outputs[0], width=np.int64(width), **result.arrays())
@@ -87,15 +127,30 @@ def plot(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
     for i, run in enumerate(runs):
         final = run["f_eval"][:, -1, :]
         for k, f in enumerate(final):
-            ax.plot(g, f, styles[i % 4], color=colors[i % 4], lw=0.8, alpha=0.8,
-                    label=f"n = {int(run['width'])}" if k == 0 else None)
-    ax.scatter(limit["angles_train"], limit["y_train"], color="black", zorder=5, s=25,
-               label="training points")
+            ax.plot(
+                g,
+                f,
+                styles[i % 4],
+                color=colors[i % 4],
+                lw=0.8,
+                alpha=0.8,
+                label=f"n = {int(run['width'])}" if k == 0 else None,
+            )
+    ax.scatter(
+        limit["angles_train"],
+        limit["y_train"],
+        color="black",
+        zorder=5,
+        s=25,
+        label="training points",
+    )
     ax.set_xlabel("γ  (x = (cos γ, sin γ))")
     ax.set_ylabel("f(x)")
     ax.set_xlim(-math.pi, math.pi)
-    ax.set_title(f"Trained nets after t = {float(limit['t']):g} vs the limiting Gaussian "
-                 f"(L = {p['depth']}, β = {p['beta']})")
+    ax.set_title(
+        f"Trained nets after t = {float(limit['t']):g} vs the limiting Gaussian "
+        f"(L = {p['depth']}, β = {p['beta']})"
+    )
     ax.legend(loc="upper left", ncol=2)
     save_figure(fig, outputs)
 
@@ -114,14 +169,33 @@ def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
     z_rms = float(np.sqrt(np.mean(z * z)))
     train_loss = float(widest["losses"][:, -1].mean())
     rows = [
-        Check("fig2", f"share of trained functions (n = {width}) inside the 10-90 band",
-              BAND_SHARE, inside, share_tol, "abs",
-              note=f"tolerance 3 binomial standard errors, K = {n_inits}"),
-        Check("fig2", f"mean of trained nets (n = {width}) vs 50 percentile: RMS z-score",
-              0.0, z_rms, 3.0, "abs", note="z = (mean_K - median)/(sd/sqrt K) over the circle"),
-        Check("fig2", f"training loss at t = {float(limit['t']):g} (n = {width}) near 0",
-              0.0, train_loss, 1e-3, "at_most",
-              note="the 4 targets are interpolated"),
+        Check(
+            "fig2",
+            f"share of trained functions (n = {width}) inside the 10-90 band",
+            BAND_SHARE,
+            inside,
+            share_tol,
+            "abs",
+            note=f"tolerance 3 binomial standard errors, K = {n_inits}",
+        ),
+        Check(
+            "fig2",
+            f"mean of trained nets (n = {width}) vs 50 percentile: RMS z-score",
+            0.0,
+            z_rms,
+            3.0,
+            "abs",
+            note="z = (mean_K - median)/(sd/sqrt K) over the circle",
+        ),
+        Check(
+            "fig2",
+            f"training loss at t = {float(limit['t']):g} (n = {width}) near 0",
+            0.0,
+            train_loss,
+            1e-3,
+            "at_most",
+            note="the 4 targets are interpolated",
+        ),
     ]
     write_checks(outputs[0], rows)
 
@@ -132,9 +206,16 @@ EXPERIMENT = Experiment(
     uses=("seed", "device", "model", "training"),
     jobs=(
         Job("limit", limit, "limit.npz"),
-        Job("train", train, "train_w{width}.npz",
-            each=over("width", "widths"), threads=2, gpu=True, mem_mb=ensemble_mem_mb,
-            runtime=120),
+        Job(
+            "train",
+            train,
+            "train_w{width}.npz",
+            each=over("width", "widths"),
+            threads=2,
+            gpu=True,
+            mem_mb=ensemble_mem_mb,
+            runtime=120,
+        ),
     ),
     plot=plot,
     check=check,

@@ -33,8 +33,16 @@ from ntk_repro import kernels
 from ntk_repro.device import resolve_device
 from ntk_repro.empirical import empirical_ntk
 from ntk_repro.experiments import Experiment, Job, ensemble_mem_mb
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 from ntk_repro.training import train_ensemble
 
 log = logging.getLogger("ntk_repro")
@@ -51,8 +59,12 @@ N_SIGMA = 3.0
 
 
 def _architecture(p: dict) -> dict:
-    return dict(depth=p["depth"], beta=p["beta"], activation=p["activation"],
-                parametrization=p["parametrization"])
+    return dict(
+        depth=p["depth"],
+        beta=p["beta"],
+        activation=p["activation"],
+        parametrization=p["parametrization"],
+    )
 
 
 def _net_seed(p: dict, width: int, trial: int) -> int:
@@ -118,10 +130,17 @@ def _init_net(p: dict, n0: int, width: int, trial: int, device) -> torch.nn.Modu
     (in the training dtype), then cast to float64 so that its NTK is computed accurately."""
     from ntk_repro.networks import MLP
 
-    net = MLP(n0, int(width), p["depth"], beta=p["beta"], activation=p["activation"],
-              parametrization=p["parametrization"],
-              generator=torch.Generator().manual_seed(_net_seed(p, width, trial)),
-              device=device, dtype=getattr(torch, p["dtype"]))
+    net = MLP(
+        n0,
+        int(width),
+        p["depth"],
+        beta=p["beta"],
+        activation=p["activation"],
+        parametrization=p["parametrization"],
+        generator=torch.Generator().manual_seed(_net_seed(p, width, trial)),
+        device=device,
+        dtype=getattr(torch, p["dtype"]),
+    )
     return net.to(torch.float64)
 
 
@@ -146,8 +165,15 @@ def kernel(p: dict, outputs, *, images: str) -> None:
             grams[i, trial] = empirical_ntk(net, x_t).cpu().numpy()
             seeds[i, trial] = _net_seed(p, width, trial)
         log.info("fig3 kernels: empirical NTK of %d nets of width %d", n_nets, width)
-    save_arrays(outputs[0], theta_inf=theta, empirical=grams, widths=np.array(widths),
-                seeds=seeds, labels=source["labels"], source=source["source"])
+    save_arrays(
+        outputs[0],
+        theta_inf=theta,
+        empirical=grams,
+        widths=np.array(widths),
+        seeds=seeds,
+        labels=source["labels"],
+        source=source["source"],
+    )
 
 
 # --- spectrum ----------------------------------------------------------------------------------
@@ -187,11 +213,20 @@ def spectrum(p: dict, outputs, *, kernel: str) -> None:
             v, f = principal_components(grams[i, j], N_COMPONENTS)
             emp_values[i, j] = v[:N_EIGENVALUES]
             overlaps[i, j] = np.abs((f * components).sum(axis=0)) / n
-    log.info("fig3 spectrum: top eigenvalues of Theta_inf Gram/N %s",
-             np.array2string(values[:4], precision=5))
-    save_arrays(outputs[0], eigenvalues=values, components=components,
-                empirical_eigenvalues=emp_values, empirical_overlaps=overlaps,
-                widths=kernel["widths"], labels=kernel["labels"], source=kernel["source"])
+    log.info(
+        "fig3 spectrum: top eigenvalues of Theta_inf Gram/N %s",
+        np.array2string(values[:4], precision=5),
+    )
+    save_arrays(
+        outputs[0],
+        eigenvalues=values,
+        components=components,
+        empirical_eigenvalues=emp_values,
+        empirical_overlaps=overlaps,
+        widths=kernel["widths"],
+        labels=kernel["labels"],
+        source=kernel["source"],
+    )
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -210,22 +245,42 @@ def train(p: dict, outputs, *, images: str, spectrum: str, width: str, trial: st
     lam2 = float(spec["eigenvalues"][1])
     t_end = p["steps"] * p["lr"]
     if lam2 * t_end < 1.0:
-        log.warning("fig3: lambda2 * t = %.3g at the last step; the decay along f(2) is barely "
-                    "visible (raise fig3.steps to about %d)", lam2 * t_end,
-                    math.ceil(3.0 / (lam2 * p["lr"])))
-    common = dict(width=width, **_architecture(p), seeds=[_net_seed(p, width, trial)],
-                  lr=p["lr"], loss=p["loss"], x_eval=x, dtype=getattr(torch, p["dtype"]),
-                  device=resolve_device(p["device"]), name=f"fig3 width={width} trial={trial}")
+        log.warning(
+            "fig3: lambda2 * t = %.3g at the last step; the decay along f(2) is barely "
+            "visible (raise fig3.steps to about %d)",
+            lam2 * t_end,
+            math.ceil(3.0 / (lam2 * p["lr"])),
+        )
+    common = dict(
+        width=width,
+        **_architecture(p),
+        seeds=[_net_seed(p, width, trial)],
+        lr=p["lr"],
+        loss=p["loss"],
+        x_eval=x,
+        dtype=getattr(torch, p["dtype"]),
+        device=resolve_device(p["device"]),
+        name=f"fig3 width={width} trial={trial}",
+    )
     # f0 in exactly the arithmetic of the training run: the same trainer, zero steps.
     f0 = train_ensemble(x, np.zeros(len(x)), steps=0, eval_steps=(0,), **common).f_eval[0, 0]
     target = f0.astype(np.float64) + TARGET_SCALE * f2
     eval_steps = _eval_steps(p)
     result = train_ensemble(x, target, steps=p["steps"], eval_steps=eval_steps, **common)
     arrays = result.arrays()
-    save_arrays(outputs[0], width=np.int64(width), trial=np.int64(trial),
-                seed=arrays["seeds"][0], lr=arrays["lr"], eval_steps=arrays["eval_steps"],
-                t=arrays["eval_steps"] * float(p["lr"]), f_eval=arrays["f_eval"][0],
-                losses=arrays["losses"][0], target=target, f0=f0)
+    save_arrays(
+        outputs[0],
+        width=np.int64(width),
+        trial=np.int64(trial),
+        seed=arrays["seeds"][0],
+        lr=arrays["lr"],
+        eval_steps=arrays["eval_steps"],
+        t=arrays["eval_steps"] * float(p["lr"]),
+        f_eval=arrays["f_eval"][0],
+        losses=arrays["losses"][0],
+        target=target,
+        f0=f0,
+    )
 
 
 # --- analysis ----------------------------------------------------------------------------------
@@ -246,8 +301,9 @@ def decompose(f_eval: np.ndarray, target: np.ndarray, direction: np.ndarray):
 
 def _load(spectrum_path: str, run_paths: list[str]):
     spec = load_arrays(spectrum_path)
-    runs = sorted((load_arrays(path) for path in run_paths),
-                  key=lambda r: (int(r["width"]), int(r["trial"])))
+    runs = sorted(
+        (load_arrays(path) for path in run_paths), key=lambda r: (int(r["width"]), int(r["trial"]))
+    )
     f2 = spec["components"][:, 1]
     lam2 = float(spec["eigenvalues"][1])
     for r in runs:
@@ -283,8 +339,15 @@ def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     for i, width in enumerate(spec["widths"]):
         vals = spec["empirical_eigenvalues"][i]  # (nets, N_EIGENVALUES)
         shift = 0.12 * (i + 1)
-        ax.plot(np.repeat(ks[None] + shift, len(vals), 0).ravel(), vals.ravel(), ".",
-                color=colors[i % 5], ms=3, alpha=0.7, label=f"n = {int(width)} at init")
+        ax.plot(
+            np.repeat(ks[None] + shift, len(vals), 0).ravel(),
+            vals.ravel(),
+            ".",
+            color=colors[i % 5],
+            ms=3,
+            alpha=0.7,
+            label=f"n = {int(width)} at init",
+        )
     ax.plot(ks, lam[:N_EIGENVALUES], "_", color="black", ms=14, mew=2, label="Θ∞")
     ax.set_yscale("log")
     ax.set_xticks(ks)
@@ -296,8 +359,7 @@ def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     ax = axes[0, 1]
     comps, labels = spec["components"], spec["labels"]
     if (labels >= 0).any():
-        sc = ax.scatter(comps[:, 1], comps[:, 2], c=labels, cmap="tab10", s=6, vmin=-0.5,
-                        vmax=9.5)
+        sc = ax.scatter(comps[:, 1], comps[:, 2], c=labels, cmap="tab10", s=6, vmin=-0.5, vmax=9.5)
         fig.colorbar(sc, ax=ax, ticks=range(10), label="class")
     else:
         ax.scatter(comps[:, 1], comps[:, 2], s=6, color="0.3")
@@ -312,33 +374,55 @@ def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     for r in runs:
         c = colors[widths.index(int(r["width"])) % 5]
         first = int(r["trial"]) == 0
-        ax.plot(r["t"], r["g"], "-", color=c, lw=0.9,
-                label=f"‖g_t‖, n = {int(r['width'])}" if first else None)
+        ax.plot(
+            r["t"],
+            r["g"],
+            "-",
+            color=c,
+            lw=0.9,
+            label=f"‖g_t‖, n = {int(r['width'])}" if first else None,
+        )
         # h_0 = 0 exactly (the residual starts on f(2)): drawn from the first record on.
-        ax.plot(r["t"][1:], r["h"][1:], "--", color=c, lw=0.9,
-                label=f"‖h_t‖, n = {int(r['width'])}" if first else None)
+        ax.plot(
+            r["t"][1:],
+            r["h"][1:],
+            "--",
+            color=c,
+            lw=0.9,
+            label=f"‖h_t‖, n = {int(r['width'])}" if first else None,
+        )
     ax.set_yscale("log")
     floor = min(min(r["g"].min(), r["h"][1:].min()) for r in runs)
     ax.set_ylim(bottom=0.5 * floor)
     ax.set_xlabel("t")
     ax.set_ylabel("norm of the residual part")
-    ax.set_title(f"Residual along f(2) (g) and orthogonal to it (h); λ2·t_end = "
-                 f"{float(spec['eigenvalues'][1] * t[-1]):.2f}")
+    ax.set_title(
+        f"Residual along f(2) (g) and orthogonal to it (h); λ2·t_end = "
+        f"{float(spec['eigenvalues'][1] * t[-1]):.2f}"
+    )
     ax.legend(ncol=2)
 
     ax = axes[1, 1]
     for r in runs:
         c = colors[widths.index(int(r["width"])) % 5]
-        ax.plot(r["g"], r["h"], "-", color=c, lw=0.9,
-                label=f"n = {int(r['width'])}" if int(r["trial"]) == 0 else None)
+        ax.plot(
+            r["g"],
+            r["h"],
+            "-",
+            color=c,
+            lw=0.9,
+            label=f"n = {int(r['width'])}" if int(r["trial"]) == 0 else None,
+        )
     ax.axhline(0.0, color="black", lw=1.2, label="n = ∞ (straight line)")
     ax.set_xlim(TARGET_SCALE * 1.02, 0)
     ax.set_xlabel("‖g_t‖ (t increases to the right)")
     ax.set_ylabel("‖h_t‖")
     ax.set_title("Deviation of f_t from the straight line to f*")
     ax.legend()
-    fig.suptitle(f"Figure 3: N = {len(lam)} {source} inputs, L = {p['depth']}, β = {p['beta']}, "
-                 f"lr = {p['lr']}, trials per width = {p['trials']}")
+    fig.suptitle(
+        f"Figure 3: N = {len(lam)} {source} inputs, L = {p['depth']}, β = {p['beta']}, "
+        f"lr = {p['lr']}, trials per width = {p['trials']}"
+    )
     save_figure(fig, outputs)
 
 
@@ -354,40 +438,75 @@ def check(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     # smallest width predicts the spread at the widest.
     shrink = math.sqrt(n_small / n_wide)
     rows = [
-        Check("fig3", "Θ∞ Gram/N: λ1 > λ2 (gap λ1 − λ2)", 0.0, lam[0] - lam[1], 0.0, "at_least",
-              note=f"paper (MNIST): 0.0457 − 0.00108 = 0.0446; here λ1/λ2 = "
-                   f"{lam[0] / lam[1]:.3g} (paper 42)"),
-        Check("fig3", "Θ∞ Gram/N: λ2 ≥ λ3 (gap λ2 − λ3)", 0.0, lam[1] - lam[2], 0.0, "at_least",
-              note=f"paper (MNIST): 0.00108 − 0.00078 = 0.0003; here (λ2 − λ3)/λ2 = "
-                   f"{(lam[1] - lam[2]) / lam[1]:.3g} (paper 0.28): f(2) is a simple direction"),
+        Check(
+            "fig3",
+            "Θ∞ Gram/N: λ1 > λ2 (gap λ1 − λ2)",
+            0.0,
+            lam[0] - lam[1],
+            0.0,
+            "at_least",
+            note=f"paper (MNIST): 0.0457 − 0.00108 = 0.0446; here λ1/λ2 = "
+            f"{lam[0] / lam[1]:.3g} (paper 42)",
+        ),
+        Check(
+            "fig3",
+            "Θ∞ Gram/N: λ2 ≥ λ3 (gap λ2 − λ3)",
+            0.0,
+            lam[1] - lam[2],
+            0.0,
+            "at_least",
+            note=f"paper (MNIST): 0.00108 − 0.00078 = 0.0003; here (λ2 − λ3)/λ2 = "
+            f"{(lam[1] - lam[2]) / lam[1]:.3g} (paper 0.28): f(2) is a simple direction",
+        ),
     ]
     emp = spec["empirical_eigenvalues"]  # (W, nets, N_EIGENVALUES)
     rel = emp[..., :N_COMPONENTS] / lam[None, None, :N_COMPONENTS] - 1.0
     n_nets = emp.shape[1]
     for k in range(N_COMPONENTS):
         rms_small = float(np.sqrt(np.mean(rel[0, :, k] ** 2)))
-        rows.append(Check(
-            "fig3", f"λ{k + 1} of the n = {n_wide} net at init vs Θ∞: relative difference",
-            0.0, rel[-1, 0, k], N_SIGMA * rms_small * shrink, "abs",
-            note=f"tolerance {N_SIGMA:g} x RMS relative difference over {n_nets} nets at "
-                 f"n = {n_small} ({rms_small:.3g}) x sqrt({n_small}/{n_wide}) (1/sqrt(n) "
-                 f"fluctuations); RMS at n = {n_wide}: "
-                 f"{float(np.sqrt(np.mean(rel[-1, :, k] ** 2))):.3g}"))
+        rows.append(
+            Check(
+                "fig3",
+                f"λ{k + 1} of the n = {n_wide} net at init vs Θ∞: relative difference",
+                0.0,
+                rel[-1, 0, k],
+                N_SIGMA * rms_small * shrink,
+                "abs",
+                note=f"tolerance {N_SIGMA:g} x RMS relative difference over {n_nets} nets at "
+                f"n = {n_small} ({rms_small:.3g}) x sqrt({n_small}/{n_wide}) (1/sqrt(n) "
+                f"fluctuations); RMS at n = {n_wide}: "
+                f"{float(np.sqrt(np.mean(rel[-1, :, k] ** 2))):.3g}",
+            )
+        )
     g_dev = _by_width(runs, "g_dev")
     dev_small = float(np.sqrt(np.mean(g_dev[n_small] ** 2)))
-    rows.append(Check(
-        "fig3", f"max_t |‖g_t‖ − 0.5 exp(−λ2 t)| / 0.5 at n = {n_wide} (worst trial)",
-        0.0, g_dev[n_wide].max(), N_SIGMA * dev_small * shrink, "abs",
-        note=f"tolerance {N_SIGMA:g} x RMS over trials at n = {n_small} ({dev_small:.3g}) x "
-             f"sqrt({n_small}/{n_wide}): the deviation from the kernel limit is O(1/sqrt(n)); "
-             f"λ2 = {lam[1]:.4g}, λ2·t_end = {lam[1] * runs[0]['t'][-1]:.2f}"))
+    rows.append(
+        Check(
+            "fig3",
+            f"max_t |‖g_t‖ − 0.5 exp(−λ2 t)| / 0.5 at n = {n_wide} (worst trial)",
+            0.0,
+            g_dev[n_wide].max(),
+            N_SIGMA * dev_small * shrink,
+            "abs",
+            note=f"tolerance {N_SIGMA:g} x RMS over trials at n = {n_small} ({dev_small:.3g}) x "
+            f"sqrt({n_small}/{n_wide}): the deviation from the kernel limit is O(1/sqrt(n)); "
+            f"λ2 = {lam[1]:.4g}, λ2·t_end = {lam[1] * runs[0]['t'][-1]:.2f}",
+        )
+    )
     h_max = {w: np.array([h.max() for h in hs]) for w, hs in _by_width(runs, "h").items()}
     ratio = float(h_max[n_wide].mean() / h_max[n_small].mean())
-    rows.append(Check(
-        "fig3", f"max_t ‖h_t‖ shrinks with width: ratio n = {n_wide} / n = {n_small}",
-        1.0, ratio, 0.0, "at_most",
-        note=f"trial means {h_max[n_small].mean():.3g} -> {h_max[n_wide].mean():.3g}; "
-             f"1/sqrt(n) scaling predicts {shrink:.3g}"))
+    rows.append(
+        Check(
+            "fig3",
+            f"max_t ‖h_t‖ shrinks with width: ratio n = {n_wide} / n = {n_small}",
+            1.0,
+            ratio,
+            0.0,
+            "at_most",
+            note=f"trial means {h_max[n_small].mean():.3g} -> {h_max[n_wide].mean():.3g}; "
+            f"1/sqrt(n) scaling predicts {shrink:.3g}",
+        )
+    )
     write_checks(outputs[0], rows)
 
 
@@ -397,15 +516,38 @@ EXPERIMENT = Experiment(
     uses=("seed", "device", "model", "training"),
     jobs=(
         Job("images", images, "images.npz"),
-        Job("kernel", kernel, "kernel.npz", inputs={"images": "images"},
-            threads=2, gpu=True, mem_mb=4000, runtime=60),
-        Job("spectrum", spectrum, "spectrum.npz", inputs={"kernel": "kernel"},
-            threads=2, mem_mb=2000, runtime=20),
-        Job("train", train, "train_w{width}_t{trial}.npz",
-            each=lambda p: [{"width": w, "trial": t} for w in p["widths"]
-                            for t in range(p["trials"])],
+        Job(
+            "kernel",
+            kernel,
+            "kernel.npz",
+            inputs={"images": "images"},
+            threads=2,
+            gpu=True,
+            mem_mb=4000,
+            runtime=60,
+        ),
+        Job(
+            "spectrum",
+            spectrum,
+            "spectrum.npz",
+            inputs={"kernel": "kernel"},
+            threads=2,
+            mem_mb=2000,
+            runtime=20,
+        ),
+        Job(
+            "train",
+            train,
+            "train_w{width}_t{trial}.npz",
+            each=lambda p: [
+                {"width": w, "trial": t} for w in p["widths"] for t in range(p["trials"])
+            ],
             inputs={"images": "images", "spectrum": "spectrum"},
-            threads=2, gpu=True, mem_mb=ensemble_mem_mb, runtime=240),  # one net: no inits
+            threads=2,
+            gpu=True,
+            mem_mb=ensemble_mem_mb,
+            runtime=240,
+        ),  # one net: no inits
     ),
     plot=plot,
     check=check,

@@ -29,8 +29,16 @@ from torch import nn
 from ntk_repro.device import resolve_device
 from ntk_repro.experiments import Experiment, Job
 from ntk_repro.networks import MLP
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 
 NETS = ("freeze", "chaos", "bn")
 Z = 3.0
@@ -65,18 +73,27 @@ def _generator(p: dict, net: str, seed: int, dev) -> MLP:
     if net not in NETS:
         raise ValueError(f"net {net!r} is unknown; choose one of {list(NETS)}")
     beta = p["beta_chaos"] if net == "chaos" else p["beta_freeze"]
-    return MLP(p["latent_dim"], p["generator_width"], p["generator_depth"], beta=beta,
-               activation=p["activation"], parametrization=p["parametrization"], out_dim=2,
-               norm="batch_last" if net == "bn" else None,
-               generator=torch.Generator().manual_seed(seed), device=dev)
+    return MLP(
+        p["latent_dim"],
+        p["generator_width"],
+        p["generator_depth"],
+        beta=beta,
+        activation=p["activation"],
+        parametrization=p["parametrization"],
+        out_dim=2,
+        norm="batch_last" if net == "bn" else None,
+        generator=torch.Generator().manual_seed(seed),
+        device=dev,
+    )
 
 
 def _discriminator(p: dict, seed: int, dev) -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # torch's default init, from this seed only
         torch.manual_seed(seed)
         w = p["discriminator_width"]
-        disc = nn.Sequential(nn.Linear(2, w), nn.LeakyReLU(0.2), nn.Linear(w, w),
-                             nn.LeakyReLU(0.2), nn.Linear(w, 1))
+        disc = nn.Sequential(
+            nn.Linear(2, w), nn.LeakyReLU(0.2), nn.Linear(w, w), nn.LeakyReLU(0.2), nn.Linear(w, 1)
+        )
     return disc.to(dev)
 
 
@@ -93,8 +110,9 @@ def train(p: dict, outputs, *, net: str) -> None:
         gen = _generator(p, net, seed, dev)
         disc = _discriminator(p, seed + 1, dev)
         data_rng = torch.Generator().manual_seed(seed + 2)
-        eval_z = torch.randn(p["eval_samples"], p["latent_dim"],
-                             generator=torch.Generator().manual_seed(seed + 3)).to(dev)
+        eval_z = torch.randn(
+            p["eval_samples"], p["latent_dim"], generator=torch.Generator().manual_seed(seed + 3)
+        ).to(dev)
         opt_g = torch.optim.SGD(gen.parameters(), lr=p["lr_generator"])
         opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr_discriminator"], betas=(0.5, 0.999))
         ones = torch.ones(p["batch_size"], 1, device=dev)
@@ -108,7 +126,7 @@ def train(p: dict, outputs, *, net: str) -> None:
                 j = eval_steps.index(step)
                 covered[k, j], quality[k, j] = coverage(p, x)
             if step == p["steps"]:
-                finals[k] = x[:p["plot_samples"]]
+                finals[k] = x[: p["plot_samples"]]
                 break
             real = sample_ring(p, p["batch_size"], data_rng).to(dev)
             z = torch.randn(p["batch_size"], p["latent_dim"], generator=data_rng).to(dev)
@@ -121,8 +139,14 @@ def train(p: dict, outputs, *, net: str) -> None:
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()
-    save_arrays(outputs[0], covered=covered, quality=quality, steps=np.array(eval_steps),
-                final_samples=finals, modes=np.int64(p["modes"]))
+    save_arrays(
+        outputs[0],
+        covered=covered,
+        quality=quality,
+        steps=np.array(eval_steps),
+        final_samples=finals,
+        modes=np.int64(p["modes"]),
+    )
 
 
 def _load(paths: list[str]):
@@ -138,8 +162,11 @@ def _load(paths: list[str]):
 
 
 _STYLE = {"freeze": "tab:blue", "chaos": "tab:red", "bn": "tab:green"}
-_LABEL = {"freeze": "freeze (β = {b})", "chaos": "chaos (β = {b})",
-          "bn": "freeze + BN after last layer (β = {b})"}
+_LABEL = {
+    "freeze": "freeze (β = {b})",
+    "chaos": "chaos (β = {b})",
+    "bn": "freeze + BN after last layer (β = {b})",
+}
 
 
 def plot(p: dict, outputs, *, runs: list[str]) -> None:
@@ -176,22 +203,43 @@ def check(p: dict, outputs, *, runs: list[str]) -> None:
     final = {name: runs[name]["covered"][:, -1] for name in NETS}
     seeds = len(final["freeze"])
     diff = final["chaos"].mean() - final["freeze"].mean()
-    diff_se = math.sqrt(final["chaos"].var(ddof=1) / len(final["chaos"])
-                        + final["freeze"].var(ddof=1) / seeds)
+    diff_se = math.sqrt(
+        final["chaos"].var(ddof=1) / len(final["chaos"]) + final["freeze"].var(ddof=1) / seeds
+    )
     share = final["freeze"].mean() / p["modes"]
     share_se = final["freeze"].std(ddof=1) / math.sqrt(seeds) / p["modes"]
-    too_few = "" if seeds >= MIN_SEEDS else (
-        f"{seeds} seeds < {MIN_SEEDS}: the spread of so few seeds is no basis for a 3-SE bound")
+    too_few = (
+        ""
+        if seeds >= MIN_SEEDS
+        else (
+            f"{seeds} seeds < {MIN_SEEDS}: the spread of so few seeds is no basis for a 3-SE bound"
+        )
+    )
     rows = [
-        Check("gan", "modes covered at the end: chaotic minus frozen generator, lower 3-SE "
-              "confidence bound, at least one mode", 1.0, diff - Z * diff_se, 0.0, "at_least",
-              note=f"{seeds} GANs each; chaos {final['chaos'].mean():.2f}, freeze "
-                   f"{final['freeze'].mean():.2f}, BN-last {final['bn'].mean():.2f} of "
-                   f"{p['modes']} modes; SE from the spread over seeds", not_evaluated=too_few),
-        Check("gan", "frozen generator collapses: share of modes covered at the end",
-              COLLAPSE_SHARE, share, Z * share_se, "at_most",
-              note=f"criterion: at most {COLLAPSE_SHARE} of the {p['modes']} modes; tolerance "
-                   f"3 SE over {seeds} seeds", not_evaluated=too_few),
+        Check(
+            "gan",
+            "modes covered at the end: chaotic minus frozen generator, lower 3-SE "
+            "confidence bound, at least one mode",
+            1.0,
+            diff - Z * diff_se,
+            0.0,
+            "at_least",
+            note=f"{seeds} GANs each; chaos {final['chaos'].mean():.2f}, freeze "
+            f"{final['freeze'].mean():.2f}, BN-last {final['bn'].mean():.2f} of "
+            f"{p['modes']} modes; SE from the spread over seeds",
+            not_evaluated=too_few,
+        ),
+        Check(
+            "gan",
+            "frozen generator collapses: share of modes covered at the end",
+            COLLAPSE_SHARE,
+            share,
+            Z * share_se,
+            "at_most",
+            note=f"criterion: at most {COLLAPSE_SHARE} of the {p['modes']} modes; tolerance "
+            f"3 SE over {seeds} seeds",
+            not_evaluated=too_few,
+        ),
     ]
     write_checks(outputs[0], rows)
 
@@ -201,8 +249,14 @@ EXPERIMENT = Experiment(
     order=110,
     uses=("seed", "device"),
     jobs=(
-        Job("train", train, "{net}.npz", each=lambda p: [{"net": n} for n in NETS],
-            mem_mb=1500, runtime=60),
+        Job(
+            "train",
+            train,
+            "{net}.npz",
+            each=lambda p: [{"net": n} for n in NETS],
+            mem_mb=1500,
+            runtime=60,
+        ),
     ),
     plot=plot,
     check=check,

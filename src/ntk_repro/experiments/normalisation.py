@@ -29,13 +29,21 @@ import numpy as np
 import torch
 
 from ntk_repro import data
-from ntk_repro.empirical import empirical_ntk
 from ntk_repro.device import resolve_device
+from ntk_repro.empirical import empirical_ntk
 from ntk_repro.experiments import Experiment, Job, over
 from ntk_repro.kernels import theta_inf
 from ntk_repro.networks import MLP
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 
 NORMS = ("layer", "batch_last")
 Z = 3.0  # standard errors of slack for the slope
@@ -44,8 +52,9 @@ DTYPE = torch.float64  # the BN claim is at rounding level: keep it float64
 
 def _inputs(p: dict) -> np.ndarray:
     """N points on the sphere ‖x‖ = √n0 (so that every pre-activation has variance 1)."""
-    return data.sphere_points(p["n_points"], p["input_dim"],
-                              seed=derive_seed(p["seed"], "normalisation", "inputs"))
+    return data.sphere_points(
+        p["n_points"], p["input_dim"], seed=derive_seed(p["seed"], "normalisation", "inputs")
+    )
 
 
 def _normalized(activation: str) -> str:
@@ -53,8 +62,9 @@ def _normalized(activation: str) -> str:
 
 
 def _limit_kwargs(p: dict) -> dict:
-    return dict(depth=p["depth"], beta=p["beta"], parametrization=p["parametrization"],
-                device=p["device"])
+    return dict(
+        depth=p["depth"], beta=p["beta"], parametrization=p["parametrization"], device=p["device"]
+    )
 
 
 def constant_mode(theta) -> np.ndarray:
@@ -68,11 +78,13 @@ def constant_mode(theta) -> np.ndarray:
 def limit(p: dict, outputs) -> None:
     """The analytic limits: Θ∞ of σ̄ and of σ, and of the BN net's plain σ."""
     x = _inputs(p)
-    save_arrays(outputs[0], x=x,
-                theta_bar=theta_inf(x, activation=_normalized(p["activation"]),
-                                    **_limit_kwargs(p)),
-                theta_raw=theta_inf(x, activation=p["activation"], **_limit_kwargs(p)),
-                theta_bn_plain=theta_inf(x, activation=p["bn_activation"], **_limit_kwargs(p)))
+    save_arrays(
+        outputs[0],
+        x=x,
+        theta_bar=theta_inf(x, activation=_normalized(p["activation"]), **_limit_kwargs(p)),
+        theta_raw=theta_inf(x, activation=p["activation"], **_limit_kwargs(p)),
+        theta_bn_plain=theta_inf(x, activation=p["bn_activation"], **_limit_kwargs(p)),
+    )
 
 
 def nets(p: dict, outputs, *, norm: str, width: str) -> None:
@@ -87,20 +99,34 @@ def nets(p: dict, outputs, *, norm: str, width: str) -> None:
     for k in range(p["seeds"]):
         seed = derive_seed(p["seed"], "normalisation", norm, width, k)
 
-        def net(norm_kind):
+        def net(norm_kind, seed=seed):
             # The same seed gives the same parameters with and without the normalisation.
-            return MLP(p["input_dim"], width, p["depth"], beta=p["beta"], activation=activation,
-                       parametrization=p["parametrization"], norm=norm_kind,
-                       generator=torch.Generator().manual_seed(seed), device=dev, dtype=DTYPE)
+            return MLP(
+                p["input_dim"],
+                width,
+                p["depth"],
+                beta=p["beta"],
+                activation=activation,
+                parametrization=p["parametrization"],
+                norm=norm_kind,
+                generator=torch.Generator().manual_seed(seed),
+                device=dev,
+                dtype=DTYPE,
+            )
 
         model = net(norm)
         thetas.append(empirical_ntk(model, x).cpu().numpy())
         if norm == "batch_last":
             plain.append(empirical_ntk(net(None), x).cpu().numpy())
     n_params = sum(q.numel() for q in model.parameters())
-    save_arrays(outputs[0], theta=np.stack(thetas), width=np.int64(width),
-                theta_plain=np.stack(plain) if plain else np.zeros((0,) + thetas[0].shape),
-                n_params=np.int64(n_params), eps=np.float64(torch.finfo(DTYPE).eps))
+    save_arrays(
+        outputs[0],
+        theta=np.stack(thetas),
+        width=np.int64(width),
+        theta_plain=np.stack(plain) if plain else np.zeros((0,) + thetas[0].shape),
+        n_params=np.int64(n_params),
+        eps=np.float64(torch.finfo(DTYPE).eps),
+    )
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -111,8 +137,11 @@ def _load(limit_path: str, paths: dict[str, list[str]]):
     runs = {norm: [load_arrays(path) for path in paths[norm]] for norm in NORMS}
     for norm in NORMS:
         for run in runs[norm]:
-            require_finite(f"normalisation {norm} width={int(run['width'])}",
-                           theta=run["theta"], theta_plain=run["theta_plain"])
+            require_finite(
+                f"normalisation {norm} width={int(run['width'])}",
+                theta=run["theta"],
+                theta_plain=run["theta_plain"],
+            )
         runs[norm].sort(key=lambda r: int(r["width"]))
         if not runs[norm]:
             raise ValueError(f"normalisation inputs lack the {norm} nets")
@@ -175,21 +204,43 @@ def plot(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str
     widths, errs = relative_errors(runs["layer"], limit["theta_bar"])
     slope, slope_se, intercept = loglog_slope(widths, errs)
     for j in range(errs.shape[1]):
-        ax_ln.plot(widths, errs[:, j], "o", color="tab:blue", ms=3, alpha=0.5,
-                   label="LayerNorm net vs Θ∞(σ̄), one seed each" if j == 0 else None)
+        ax_ln.plot(
+            widths,
+            errs[:, j],
+            "o",
+            color="tab:blue",
+            ms=3,
+            alpha=0.5,
+            label="LayerNorm net vs Θ∞(σ̄), one seed each" if j == 0 else None,
+        )
     ax_ln.plot(widths, errs.mean(1), "-", color="tab:blue", lw=1.2, label="mean over seeds")
     grid = np.geomspace(widths.min(), widths.max(), 50)
-    ax_ln.plot(grid, np.exp(intercept) * grid ** slope, "--", color="black", lw=1,
-               label=f"fit: slope {slope:.3f} ± {slope_se:.3f}")
+    ax_ln.plot(
+        grid,
+        np.exp(intercept) * grid**slope,
+        "--",
+        color="black",
+        lw=1,
+        label=f"fit: slope {slope:.3f} ± {slope_se:.3f}",
+    )
     raw_errs = relative_errors(runs["layer"], limit["theta_raw"])[1]
-    ax_ln.plot(widths, raw_errs.mean(1), "s-", color="tab:orange", ms=3, lw=0.8,
-               label=f"LayerNorm net vs Θ∞ of the plain σ = {p['activation']}: no convergence")
+    ax_ln.plot(
+        widths,
+        raw_errs.mean(1),
+        "s-",
+        color="tab:orange",
+        ms=3,
+        lw=0.8,
+        label=f"LayerNorm net vs Θ∞ of the plain σ = {p['activation']}: no convergence",
+    )
     ax_ln.set_yscale("log")
     _width_axis(ax_ln, widths)
     ax_ln.set_xlabel("width n")
     ax_ln.set_ylabel("‖Θ_n − Θ∞‖_F / ‖Θ∞‖_F")
-    ax_ln.set_title(f"LayerNorm ≈ σ̄ = normalised {p['activation']} "
-                    f"(L = {p['depth']}, β = {p['beta']}, N = {p['n_points']})")
+    ax_ln.set_title(
+        f"LayerNorm ≈ σ̄ = normalised {p['activation']} "
+        f"(L = {p['depth']}, β = {p['beta']}, N = {p['n_points']})"
+    )
     ax_ln.legend(loc="lower left", fontsize=7)
 
     bn_runs = runs["batch_last"]
@@ -197,22 +248,44 @@ def plot(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str
     beta2 = p["beta"] ** 2
     for i, run in enumerate(bn_runs):
         w = np.full(run["theta"].shape[0], bn_widths[i])
-        ax_bn.plot(w, constant_mode(run["theta"]), "o", color="tab:green", ms=4,
-                   label="BN after the last non-linearity" if i == 0 else None)
-        ax_bn.plot(w, constant_mode(run["theta_plain"]), "s", color="tab:gray", ms=3,
-                   alpha=0.7, label="same nets without BN" if i == 0 else None)
-    ax_bn.axhline(constant_mode(limit["theta_bn_plain"]), color="tab:gray", ls="--", lw=1,
-                  label="without BN, n = ∞")
+        ax_bn.plot(
+            w,
+            constant_mode(run["theta"]),
+            "o",
+            color="tab:green",
+            ms=4,
+            label="BN after the last non-linearity" if i == 0 else None,
+        )
+        ax_bn.plot(
+            w,
+            constant_mode(run["theta_plain"]),
+            "s",
+            color="tab:gray",
+            ms=3,
+            alpha=0.7,
+            label="same nets without BN" if i == 0 else None,
+        )
+    ax_bn.axhline(
+        constant_mode(limit["theta_bn_plain"]),
+        color="tab:gray",
+        ls="--",
+        lw=1,
+        label="without BN, n = ∞",
+    )
     ax_bn.axhline(beta2, color="tab:green", ls=":", lw=1.2, label=f"β² = {beta2:g}")
     _width_axis(ax_bn, bn_widths)
     ax_bn.set_xlabel("width n")
     ax_bn.set_ylabel("constant mode (1/N²) Σ_ij Θ(x_i, x_j)")
-    top = max(float(constant_mode(r["theta_plain"]).max()) if r["theta_plain"].size else 0.0
-              for r in bn_runs)
+    top = max(
+        float(constant_mode(r["theta_plain"]).max()) if r["theta_plain"].size else 0.0
+        for r in bn_runs
+    )
     top = max(top, float(constant_mode(limit["theta_bn_plain"])), beta2)
     ax_bn.set_ylim(0, 1.45 * top)  # headroom for the legend
-    ax_bn.set_title(f"BatchNorm kills the constant mode ({p['bn_activation']}, "
-                    f"{bn_runs[0]['theta'].shape[0]} seeds)")
+    ax_bn.set_title(
+        f"BatchNorm kills the constant mode ({p['bn_activation']}, "
+        f"{bn_runs[0]['theta'].shape[0]} seeds)"
+    )
     ax_bn.legend(loc="upper right", ncol=2, fontsize=7)
     save_figure(fig, outputs)
 
@@ -231,20 +304,30 @@ def check(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[st
     worst = int(np.argmax(np.abs(deviations) / tolerances))
     bn_widths = [int(r["width"]) for r in runs["batch_last"]]
     rows = [
-        Check("normalisation",
-              f"LayerNorm net -> Θ∞ of σ̄ = normalised {p['activation']}: log-log slope of "
-              f"the relative error over width", -0.5, slope, Z * slope_se, "abs",
-              note=f"widths {widths.tolist()}, {errs.shape[1]} seeds each; error "
-                   f"{errs.mean(1)[0]:.3f} -> {errs.mean(1)[-1]:.3f}; tolerance 3 x the OLS "
-                   f"standard error of the slope ({slope_se:.3f})"),
-        Check("normalisation",
-              "BatchNorm after the last non-linearity: constant mode (1/N²) Σ_ij Θ = β² "
-              "(exact at every width; worst net)",
-              beta2, beta2 + float(deviations[worst]),
-              float(tolerances[worst]), "abs",
-              note=f"widths {bn_widths}, {len(deviations)} nets, largest |deviation| "
-                   f"{np.abs(deviations).max():.2e}; tolerance the worst-case float64 rounding "
-                   f"(P + N²)·eps·max Θ_ii of that net"),
+        Check(
+            "normalisation",
+            f"LayerNorm net -> Θ∞ of σ̄ = normalised {p['activation']}: log-log slope of "
+            f"the relative error over width",
+            -0.5,
+            slope,
+            Z * slope_se,
+            "abs",
+            note=f"widths {widths.tolist()}, {errs.shape[1]} seeds each; error "
+            f"{errs.mean(1)[0]:.3f} -> {errs.mean(1)[-1]:.3f}; tolerance 3 x the OLS "
+            f"standard error of the slope ({slope_se:.3f})",
+        ),
+        Check(
+            "normalisation",
+            "BatchNorm after the last non-linearity: constant mode (1/N²) Σ_ij Θ = β² "
+            "(exact at every width; worst net)",
+            beta2,
+            beta2 + float(deviations[worst]),
+            float(tolerances[worst]),
+            "abs",
+            note=f"widths {bn_widths}, {len(deviations)} nets, largest |deviation| "
+            f"{np.abs(deviations).max():.2e}; tolerance the worst-case float64 rounding "
+            f"(P + N²)·eps·max Θ_ii of that net",
+        ),
     ]
     write_checks(outputs[0], rows)
 
@@ -254,6 +337,7 @@ def _nets_mem_mb(norm: str):
         # float64 weights; the BN path holds the whole-batch Jacobian (N x parameters) twice.
         per_weight = 2 * p["n_points"] if norm == "batch_last" else 4
         return 1000 + int(wildcards["width"]) ** 2 * p["depth"] * 8 * per_weight // 2**20
+
     return mem_mb
 
 
@@ -263,12 +347,24 @@ EXPERIMENT = Experiment(
     uses=("seed", "device"),
     jobs=(
         Job("limit", limit, "limit.npz"),
-        Job("layer", nets, "layer_w{width}.npz", fixed={"norm": "layer"},
+        Job(
+            "layer",
+            nets,
+            "layer_w{width}.npz",
+            fixed={"norm": "layer"},
             each=over("width", "widths"),
-            mem_mb=_nets_mem_mb("layer"), runtime=30),
-        Job("batch_last", nets, "batch_last_w{width}.npz", fixed={"norm": "batch_last"},
+            mem_mb=_nets_mem_mb("layer"),
+            runtime=30,
+        ),
+        Job(
+            "batch_last",
+            nets,
+            "batch_last_w{width}.npz",
+            fixed={"norm": "batch_last"},
             each=over("width", "bn_widths"),
-            mem_mb=_nets_mem_mb("batch_last"), runtime=30),
+            mem_mb=_nets_mem_mb("batch_last"),
+            runtime=30,
+        ),
     ),
     plot=plot,
     check=check,

@@ -24,13 +24,26 @@ import numpy as np
 import torch
 
 from ntk_repro import data, spectral
-from ntk_repro.experiments import Experiment, Job
 from ntk_repro.activations import standard_moments
-from ntk_repro.freeze_chaos import (float64_resolution, is_kinked, kernels_at_cosine,
-                                    order_parameter_quadrature, parse_networks)
+from ntk_repro.experiments import Experiment, Job
+from ntk_repro.freeze_chaos import (
+    float64_resolution,
+    is_kinked,
+    kernels_at_cosine,
+    order_parameter_quadrature,
+    parse_networks,
+)
 from ntk_repro.gauss import expect_1d
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 
 # A freeze deficit 1 − min ratio is "resolved" while it is this far above float64 rounding.
 RESOLVED_DEFICIT = 1e-10
@@ -54,8 +67,9 @@ def _grad_second(spec: str) -> tuple[float, float]:
     """(E σ'² from the closed form or NaN, E σ'² from the quadrature core)."""
     from ntk_repro.activations import get_activation
 
-    closed = (standard_moments(spec)["grad_second"] if get_activation(spec).has_closed_form
-              else math.nan)
+    closed = (
+        standard_moments(spec)["grad_second"] if get_activation(spec).has_closed_form else math.nan
+    )
     return closed, order_parameter_quadrature(spec, 0.0)
 
 
@@ -65,7 +79,8 @@ def quadrature_moment_error() -> float:
     errors = []
     for k in range(5):
         exact = float(math.prod(range(1, 2 * k, 2)))
-        errors.append(abs(float(expect_1d(lambda u: u ** (2 * k), one)) - exact) / exact)
+        moment = float(expect_1d(lambda u, k=k: u ** (2 * k), one))
+        errors.append(abs(moment - exact) / exact)
     return max(errors)
 
 
@@ -75,13 +90,23 @@ def _depth_sweep(net, max_depth: int, grid: np.ndarray, cos_points: np.ndarray) 
     off = ~np.eye(n, dtype=bool)
     ones = np.ones(n)
     eps = np.finfo(np.float64).eps
-    keys = ("min_ratio", "nngp_min_ratio", "argmin_cosine", "lam_max", "lam_min", "cond",
-            "share", "c", "distance", "max_offdiag")
+    keys = (
+        "min_ratio",
+        "nngp_min_ratio",
+        "argmin_cosine",
+        "lam_max",
+        "lam_min",
+        "cond",
+        "share",
+        "c",
+        "distance",
+        "max_offdiag",
+    )
     out = {k: np.empty(max_depth) for k in keys}
     both = np.concatenate([grid, cos_points.ravel()])
     for i, depth in enumerate(range(1, max_depth + 1)):
         sigma, values = kernels_at_cosine(net, depth, both)
-        curve, gram = values[: len(grid)], values[len(grid):].reshape(n, n)
+        curve, gram = values[: len(grid)], values[len(grid) :].reshape(n, n)
         diag = curve[-1]  # grid ends at t = 1
         ratio = curve / diag
         out["nngp_min_ratio"][i] = np.min(sigma[: len(grid)] / sigma[len(grid) - 1])
@@ -104,30 +129,38 @@ def _depth_sweep(net, max_depth: int, grid: np.ndarray, cos_points: np.ndarray) 
 def limit(p: dict, outputs) -> None:
     """r_{σ,β} curves and the depth sweep of every network."""
     betas = np.linspace(0.0, 1.0, p["beta_points"])
-    arrays = {"betas": betas, "activation_names": np.array(p["activations"]),
-              "quadrature_moment_error": np.float64(quadrature_moment_error())}
+    arrays = {
+        "betas": betas,
+        "activation_names": np.array(p["activations"]),
+        "quadrature_moment_error": np.float64(quadrature_moment_error()),
+    }
     for name in p["activations"]:
         for kind, spec in (("scaled", scaled_spec(name)), ("normalized", f"normalized:{name}")):
             closed, quad = _grad_second(spec)
             arrays[f"grad_second_closed_{kind}_{name}"] = np.float64(closed)
             arrays[f"grad_second_quad_{kind}_{name}"] = np.float64(quad)
-            arrays[f"r_closed_{kind}_{name}"] = (1.0 - betas ** 2) * closed
-            arrays[f"r_quad_{kind}_{name}"] = (1.0 - betas ** 2) * quad
+            arrays[f"r_closed_{kind}_{name}"] = (1.0 - betas**2) * closed
+            arrays[f"r_quad_{kind}_{name}"] = (1.0 - betas**2) * quad
     arrays["grad_second_quad_identity"] = np.float64(_grad_second("normalized:identity")[1])
 
     nets = parse_networks(p["networks"])
     max_depth = int(p["max_depth"])
     grid = np.linspace(-1.0, 1.0, p["cosine_points"])
-    x = data.sphere_points(p["sphere_points"], p["sphere_dim"],
-                           seed=derive_seed(p["seed"], "phase", "sphere"))
+    x = data.sphere_points(
+        p["sphere_points"], p["sphere_dim"], seed=derive_seed(p["seed"], "phase", "sphere")
+    )
     cos_points = spectral.cosines(x)
-    arrays.update(names=np.array([n.name for n in nets]),
-                  regimes=np.array([n.regime for n in nets]),
-                  activations=np.array([n.activation for n in nets]),
-                  betas_net=np.array([n.beta for n in nets]), r=np.array([n.r for n in nets]),
-                  kinked=np.array([is_kinked(n.activation) for n in nets]),
-                  depths=np.arange(1, max_depth + 1), n_points=np.int64(x.shape[0]),
-                  sphere_dim=np.int64(x.shape[1]))
+    arrays.update(
+        names=np.array([n.name for n in nets]),
+        regimes=np.array([n.regime for n in nets]),
+        activations=np.array([n.activation for n in nets]),
+        betas_net=np.array([n.beta for n in nets]),
+        r=np.array([n.r for n in nets]),
+        kinked=np.array([is_kinked(n.activation) for n in nets]),
+        depths=np.arange(1, max_depth + 1),
+        n_points=np.int64(x.shape[0]),
+        sphere_dim=np.int64(x.shape[1]),
+    )
     sweeps = [_depth_sweep(net, max_depth, grid, cos_points) for net in nets]
     for key in sweeps[0]:
         arrays[key] = np.stack([s[key] for s in sweeps])
@@ -136,8 +169,13 @@ def limit(p: dict, outputs) -> None:
 
 def _load(path: str) -> dict:
     res = load_arrays(path)
-    require_finite("phase", min_ratio=res["min_ratio"], share=res["share"], c=res["c"],
-                   distance=res["distance"])
+    require_finite(
+        "phase",
+        min_ratio=res["min_ratio"],
+        share=res["share"],
+        c=res["c"],
+        distance=res["distance"],
+    )
     return res
 
 
@@ -165,7 +203,7 @@ def resolved_depth(res: dict, i: int) -> int:
 def bound_constant(deficit: np.ndarray, r: float, fit_depth: int) -> float:
     """C = max over L ≤ fit_depth of d_L/(L·r^L): the smallest C of the bound on those depths."""
     depths = np.arange(1, fit_depth + 1)
-    return float(np.max(deficit[:fit_depth] / (depths * r ** depths)))
+    return float(np.max(deficit[:fit_depth] / (depths * r**depths)))
 
 
 def window_rate(values: np.ndarray, lo: int, hi: int) -> float:
@@ -176,8 +214,8 @@ def window_rate(values: np.ndarray, lo: int, hi: int) -> float:
 def extrapolate(values: np.ndarray, lo: int, hi: int) -> float:
     """v(∞) of the least-squares fit v(L) = a + b/L + c/L² over depths lo … hi."""
     depths = np.arange(lo, hi + 1, dtype=np.float64)
-    design = np.stack([np.ones_like(depths), 1.0 / depths, 1.0 / depths ** 2], axis=1)
-    coef, *_ = np.linalg.lstsq(design, values[lo - 1:hi], rcond=None)
+    design = np.stack([np.ones_like(depths), 1.0 / depths, 1.0 / depths**2], axis=1)
+    coef, *_ = np.linalg.lstsq(design, values[lo - 1 : hi], rcond=None)
     return float(coef[0])
 
 
@@ -210,12 +248,18 @@ def plot(p: dict, outputs, *, limit: str) -> None:
         if not same:
             ax.plot(betas, normed, "--", color=_COLORS.get(name), lw=1.6, label=f"{name}: σ̄")
         if np.isfinite(res[f"r_closed_scaled_{name}"]).all():
-            ax.plot(betas[::10], res[f"r_closed_scaled_{name}"][::10], "o", ms=3,
-                    color=_COLORS.get(name), mfc="none")
+            ax.plot(
+                betas[::10],
+                res[f"r_closed_scaled_{name}"][::10],
+                "o",
+                ms=3,
+                color=_COLORS.get(name),
+                mfc="none",
+            )
     ax.axhline(1.0, color="black", lw=0.8)
     ax.text(0.02, 1.03, "chaos (r > 1)", fontsize=8, va="bottom")
     ax.text(0.02, 0.95, "freeze (r < 1)", fontsize=8, va="top")
-    for k, name in enumerate(res["names"]):
+    for k in range(len(res["names"])):
         ax.plot(res["betas_net"][k], res["r"][k], "*", ms=9, color=net_colors[k])
     ax.set_xlabel("β")
     ax.set_ylabel("r = (1 − β²) E σ'(z)²")
@@ -229,35 +273,58 @@ def plot(p: dict, outputs, *, limit: str) -> None:
         r = float(res["r"][k])
         deficit = freeze_deficit(res, k)
         last = resolved_depth(res, k)
-        ax.semilogy(depths[:last], deficit[:last], "o-", ms=3, color=net_colors[k],
-                    label=f"{name}: 1 − min Θ(x,y)/Θ(x,x)")
-        tail = deficit[last - 1:] > 0
-        ax.semilogy(depths[last - 1:][tail], deficit[last - 1:][tail], "o-", ms=2, alpha=0.3,
-                    color=net_colors[k])
+        ax.semilogy(
+            depths[:last],
+            deficit[:last],
+            "o-",
+            ms=3,
+            color=net_colors[k],
+            label=f"{name}: 1 − min Θ(x,y)/Θ(x,x)",
+        )
+        tail = deficit[last - 1 :] > 0
+        ax.semilogy(
+            depths[last - 1 :][tail],
+            deficit[last - 1 :][tail],
+            "o-",
+            ms=2,
+            alpha=0.3,
+            color=net_colors[k],
+        )
         if res["kinked"][k]:
             ref = deficit[last - 1] * r ** ((depths - last) / 2.0)
             ax.semilogy(depths, ref, ":", color=net_colors[k], label="∝ r^(L/2) (ReLU kink)")
         else:
             c_bound = bound_constant(deficit, r, max(max_depth // 2, 1))
-            ax.semilogy(depths, c_bound * depths * r ** depths, "--", color=net_colors[k],
-                        label=f"bound C·L·r^L, C = {c_bound:.3g}")
+            ax.semilogy(
+                depths,
+                c_bound * depths * r**depths,
+                "--",
+                color=net_colors[k],
+                label=f"bound C·L·r^L, C = {c_bound:.3g}",
+            )
     ax.axhspan(1e-17, float64_resolution(max_depth), color="0.9", label="float64 rounding")
     ax.set_ylim(1e-17, 3.0)
     ax.set_xlabel("depth L")
-    ax.set_title("Freeze: distance of the NTK from a constant\n(faint: beyond float64 resolution "
-                 "of 1 − ρ_L)", fontsize=9)
+    ax.set_title(
+        "Freeze: distance of the NTK from a constant\n(faint: beyond float64 resolution "
+        "of 1 − ρ_L)",
+        fontsize=9,
+    )
     ax.legend(loc="lower left")
 
     ax = axes[0, 2]
     for k, name in enumerate(res["names"]):
         ax.semilogy(depths, res["c"][k], "-", color=net_colors[k], label=f"{name}: mean c")
-        ax.semilogy(depths, res["max_offdiag"][k], ":", color=net_colors[k],
-                    label=f"{name}: max |·|")
+        ax.semilogy(
+            depths, res["max_offdiag"][k], ":", color=net_colors[k], label=f"{name}: max |·|"
+        )
     ax.axhline(CHAOS_RATIO_BOUND, color="0.4", lw=0.8, ls="--", label="chaos claim 0.05")
     ax.axhline(EDGE_LIMIT_C, color="0.4", lw=0.8, ls="-.", label="edge limit c = 1/4")
     ax.set_xlabel("depth L")
-    ax.set_title(f"Off-diagonal Θ(x,y)/Θ(x,x), N = {int(res['n_points'])} points "
-                 f"of $S^{{{int(res['sphere_dim']) - 1}}}$")
+    ax.set_title(
+        f"Off-diagonal Θ(x,y)/Θ(x,x), N = {int(res['n_points'])} points "
+        f"of $S^{{{int(res['sphere_dim']) - 1}}}$"
+    )
     ax.legend(loc="lower left", ncol=2, fontsize=7)
 
     ax = axes[1, 0]
@@ -265,8 +332,9 @@ def plot(p: dict, outputs, *, limit: str) -> None:
         ax.loglog(depths, res["distance"][k], color=net_colors[k], label=name)
     if "edge" in list(res["regimes"]):
         edge = list(res["regimes"]).index("edge")
-        ax.loglog(depths, res["distance"][edge][-1] * max_depth / depths, "k--", lw=0.8,
-                  label="∝ 1/L")
+        ax.loglog(
+            depths, res["distance"][edge][-1] * max_depth / depths, "k--", lw=0.8, label="∝ 1/L"
+        )
     ax.set_xlabel("depth L")
     ax.set_title("RMS distance of Θ/Θ(x,x) to (1−c)·I + c·11ᵀ")
     ax.legend(loc="lower left")
@@ -300,41 +368,76 @@ def check(p: dict, outputs, *, limit: str) -> None:
     quad_tol = 10.0 * quad_err + 16.0 * np.finfo(np.float64).eps
     if "relu" in list(res["activation_names"]):
         exact = 1.0 - res["betas"] ** 2
-        gap = max(np.max(np.abs(res["r_quad_scaled_relu"] - exact)),
-                  np.max(np.abs(res["r_closed_scaled_relu"] - exact)))
-        rows.append(Check(
-            "phase", "r of scaled ReLU = 1 - β² (closed form and quadrature), max over β grid",
-            0.0, float(gap), quad_tol, "abs",
-            note=f"tolerance 10x the quadrature error on E z^2k, k <= 4 ({quad_err:.1e})"))
+        gap = max(
+            np.max(np.abs(res["r_quad_scaled_relu"] - exact)),
+            np.max(np.abs(res["r_closed_scaled_relu"] - exact)),
+        )
+        rows.append(
+            Check(
+                "phase",
+                "r of scaled ReLU = 1 - β² (closed form and quadrature), max over β grid",
+                0.0,
+                float(gap),
+                quad_tol,
+                "abs",
+                note=f"tolerance 10x the quadrature error on E z^2k, k <= 4 ({quad_err:.1e})",
+            )
+        )
     for name in res["activation_names"]:
         value = float(res[f"grad_second_quad_normalized_{name}"])
-        rows.append(Check(
-            "phase", f"E[σ̄'(z)²] > 1 for σ = {name} (σ̄ normalised)", 1.0, value, 0.0,
-            "at_least",
-            note=f"Gaussian Poincaré: Var σ <= E σ'², equality iff σ affine; measured - 1 = "
-                 f"{value - 1:.3g} >> quadrature error {quad_err:.1e}"))
-    rows.append(Check(
-        "phase", "E[σ̄'(z)²] = 1 for σ = identity (the equality case)", 1.0,
-        float(res["grad_second_quad_identity"]), quad_tol, "abs",
-        note="the one σ that stays at r = 1 - β² after normalising"))
+        rows.append(
+            Check(
+                "phase",
+                f"E[σ̄'(z)²] > 1 for σ = {name} (σ̄ normalised)",
+                1.0,
+                value,
+                0.0,
+                "at_least",
+                note=f"Gaussian Poincaré: Var σ <= E σ'², equality iff σ affine; measured - 1 = "
+                f"{value - 1:.3g} >> quadrature error {quad_err:.1e}",
+            )
+        )
+    rows.append(
+        Check(
+            "phase",
+            "E[σ̄'(z)²] = 1 for σ = identity (the equality case)",
+            1.0,
+            float(res["grad_second_quad_identity"]),
+            quad_tol,
+            "abs",
+            note="the one σ that stays at r = 1 - β² after normalising",
+        )
+    )
 
     max_depth = int(res["depths"][-1])
     slack = float64_resolution(max_depth)
-    too_shallow = "" if max_depth >= MIN_RATE_DEPTH else (
-        f"max_depth = {max_depth} < {MIN_RATE_DEPTH}: the window estimates of rates and limits "
-        "converge like 1/L² and are pre-asymptotic at this depth")
+    too_shallow = (
+        ""
+        if max_depth >= MIN_RATE_DEPTH
+        else (
+            f"max_depth = {max_depth} < {MIN_RATE_DEPTH}: the window estimates of rates and limits "
+            "converge like 1/L² and are pre-asymptotic at this depth"
+        )
+    )
     for k, name in enumerate(res["names"]):
         regime, r = res["regimes"][k], float(res["r"][k])
         if regime == "freeze":
             rows.extend(_freeze_rows(res, k, name, r, max_depth, slack, too_shallow))
         elif regime == "chaos":
             value = float(res["max_offdiag"][k][-1])
-            rows.append(Check(
-                "phase", f"{name} (chaos, r = {r:.3g}): max off-diagonal |Θ(x,y)|/Θ(x,x) over "
-                f"{int(res['n_points'])} sphere points at L = {max_depth}", CHAOS_RATIO_BOUND,
-                value, 0.0, "at_most",
-                note="theory: Θ(x,y) tends to a finite limit while Θ(x,x) = (r^L-1)/(r-1) "
-                     "grows, so the ratio decays like r^-L"))
+            rows.append(
+                Check(
+                    "phase",
+                    f"{name} (chaos, r = {r:.3g}): max off-diagonal |Θ(x,y)|/Θ(x,x) over "
+                    f"{int(res['n_points'])} sphere points at L = {max_depth}",
+                    CHAOS_RATIO_BOUND,
+                    value,
+                    0.0,
+                    "at_most",
+                    note="theory: Θ(x,y) tends to a finite limit while Θ(x,x) = (r^L-1)/(r-1) "
+                    "grows, so the ratio decays like r^-L",
+                )
+            )
         elif regime == "edge":
             rows.extend(_edge_rows(res, k, name, r, max_depth, too_shallow))
     write_checks(outputs[0], rows)
@@ -349,30 +452,53 @@ def _freeze_rows(res, k, name, r, max_depth, slack, too_shallow) -> list[Check]:
         # ReLU: Σ̇(x,y) = (1−β²)(1 − arccos(ρ)/π) falls short of r by ∝ √(1−ρ) ∝ r^{ℓ/2}, so
         # the deficit decays like r^{L/2}; the C·L·r^L bound needs a twice-differentiable σ.
         est, prev = window_rate(deficit, lo2, hi2), window_rate(deficit, lo1, hi1)
-        rows.append(Check(
-            "phase", f"{name} (freeze, kinked σ): per-layer decay of 1 - min ratio = √r "
-            f"(not r), depths {lo2}-{hi2}", math.sqrt(r), est, abs(est - prev), "abs",
-            note=f"r = {r:.4g}; tolerance: change of the estimate from depths {lo1}-{hi1} "
-                 "(the estimate converges like 1/L², monotonically)", not_evaluated=too_shallow))
+        rows.append(
+            Check(
+                "phase",
+                f"{name} (freeze, kinked σ): per-layer decay of 1 - min ratio = √r "
+                f"(not r), depths {lo2}-{hi2}",
+                math.sqrt(r),
+                est,
+                abs(est - prev),
+                "abs",
+                note=f"r = {r:.4g}; tolerance: change of the estimate from depths {lo1}-{hi1} "
+                "(the estimate converges like 1/L², monotonically)",
+                not_evaluated=too_shallow,
+            )
+        )
         return rows
     fit_depth = max(max_depth // 2, 1)
     c_bound = bound_constant(deficit, r, fit_depth)
     depths = np.arange(1, max_depth + 1)
-    excess = float(np.max(deficit - c_bound * depths * r ** depths))
-    rows.append(Check(
-        "phase", f"{name} (freeze, r = {r:.3g}): 1 >= Θ(x,y)/Θ(x,x) >= 1 - C·L·r^L at every "
-        f"L = 1-{max_depth}, C fitted on L <= {fit_depth}",
-        0.0, excess, slack, "at_most",
-        note=f"C = {c_bound:.4g} = max d_L/(L r^L) over L <= {fit_depth}; measured max_L "
-             f"(d_L - C L r^L); tolerance float64 rounding of the ratio ({slack:.1e}); "
-             f"d_L resolved up to L = {last}"))
+    excess = float(np.max(deficit - c_bound * depths * r**depths))
+    rows.append(
+        Check(
+            "phase",
+            f"{name} (freeze, r = {r:.3g}): 1 >= Θ(x,y)/Θ(x,x) >= 1 - C·L·r^L at every "
+            f"L = 1-{max_depth}, C fitted on L <= {fit_depth}",
+            0.0,
+            excess,
+            slack,
+            "at_most",
+            note=f"C = {c_bound:.4g} = max d_L/(L r^L) over L <= {fit_depth}; measured max_L "
+            f"(d_L - C L r^L); tolerance float64 rounding of the ratio ({slack:.1e}); "
+            f"d_L resolved up to L = {last}",
+        )
+    )
     per_l = deficit / depths
     est, prev = window_rate(per_l, lo2, hi2), window_rate(per_l, lo1, hi1)
-    rows.append(Check(
-        "phase", f"{name} (freeze): per-layer decay of (1 - min ratio)/L = r, depths {lo2}-{hi2}",
-        r, est, abs(est - prev), "abs",
-        note=f"tolerance: change of the estimate from depths {lo1}-{hi1} (converges like 1/L²)",
-        not_evaluated=too_shallow))
+    rows.append(
+        Check(
+            "phase",
+            f"{name} (freeze): per-layer decay of (1 - min ratio)/L = r, depths {lo2}-{hi2}",
+            r,
+            est,
+            abs(est - prev),
+            "abs",
+            note=f"tolerance: change of the estimate from depths {lo1}-{hi1} (converges like 1/L²)",
+            not_evaluated=too_shallow,
+        )
+    )
     return rows
 
 
@@ -382,20 +508,37 @@ def _edge_rows(res, k, name, r, max_depth, too_shallow) -> list[Check]:
     c_inf, c_prev = extrapolate(res["c"][k], lo2, hi2), extrapolate(res["c"][k], lo1, hi1)
     is_relu_edge = res["activations"][k] == "scaled_relu" and float(res["betas_net"][k]) == 0.0
     if is_relu_edge:
-        rows.append(Check(
-            "phase", f"{name} (edge): Θ/Θ(x,x) → (1-c)·I + c·11ᵀ, c extrapolated to L = ∞ "
-            f"from depths {lo2}-{hi2}", EDGE_LIMIT_C, c_inf, abs(c_inf - c_prev), "abs",
-            note="theory: 1-ρ_ℓ ≈ 9π²/(2ℓ²), Σ̇_ℓ ≈ 1 - 3/ℓ, so Θ(x,y) ≈ Σ_ℓ (ℓ/L)³ ≈ L/4 while "
-                 f"Θ(x,x) = L; tolerance: change of the extrapolation from depths {lo1}-{hi1}",
-            not_evaluated=too_shallow))
+        rows.append(
+            Check(
+                "phase",
+                f"{name} (edge): Θ/Θ(x,x) → (1-c)·I + c·11ᵀ, c extrapolated to L = ∞ "
+                f"from depths {lo2}-{hi2}",
+                EDGE_LIMIT_C,
+                c_inf,
+                abs(c_inf - c_prev),
+                "abs",
+                note="theory: 1-ρ_ℓ ≈ 9π²/(2ℓ²), Σ̇_ℓ ≈ 1 - 3/ℓ, so Θ(x,y) ≈ Σ_ℓ (ℓ/L)³ ≈ L/4 while "
+                f"Θ(x,x) = L; tolerance: change of the extrapolation from depths {lo1}-{hi1}",
+                not_evaluated=too_shallow,
+            )
+        )
     d_inf = extrapolate(res["distance"][k], lo2, hi2)
     d_prev = extrapolate(res["distance"][k], lo1, hi1)
-    rows.append(Check(
-        "phase", f"{name} (edge): RMS distance of Θ/Θ(x,x) to (1-c)·I + c·11ᵀ (c fitted) → 0, "
-        f"extrapolated from depths {lo2}-{hi2}", 0.0, d_inf, abs(d_inf - d_prev), "abs",
-        note=f"distance at L = {max_depth}: {float(res['distance'][k][-1]):.3g} with c = "
-             f"{float(res['c'][k][-1]):.3g}; fit a + b/L + c/L²; tolerance: change of the "
-             f"extrapolation from depths {lo1}-{hi1}", not_evaluated=too_shallow))
+    rows.append(
+        Check(
+            "phase",
+            f"{name} (edge): RMS distance of Θ/Θ(x,x) to (1-c)·I + c·11ᵀ (c fitted) → 0, "
+            f"extrapolated from depths {lo2}-{hi2}",
+            0.0,
+            d_inf,
+            abs(d_inf - d_prev),
+            "abs",
+            note=f"distance at L = {max_depth}: {float(res['distance'][k][-1]):.3g} with c = "
+            f"{float(res['c'][k][-1]):.3g}; fit a + b/L + c/L²; tolerance: change of the "
+            f"extrapolation from depths {lo1}-{hi1}",
+            not_evaluated=too_shallow,
+        )
+    )
     return rows
 
 

@@ -18,11 +18,24 @@ import numpy as np
 
 from ntk_repro import data, spectral
 from ntk_repro.experiments import Experiment, Job
-from ntk_repro.freeze_chaos import (PARAMETRIZATION, float64_resolution, ntk_of_cosine,
-                                    parse_networks, theta_diagonal)
+from ntk_repro.freeze_chaos import (
+    PARAMETRIZATION,
+    float64_resolution,
+    ntk_of_cosine,
+    parse_networks,
+    theta_diagonal,
+)
 from ntk_repro.kernels import theta_inf
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 
 # E σ², E σ'² of activations without a closed form come from the quadrature core, whose
 # 1-D rule is accurate to ~1e-14; over L ≤ 100 layers the diagonal then agrees to 1e-11.
@@ -32,8 +45,9 @@ DIAGONAL_TOLERANCE = 1e-10
 def _sphere(p: dict) -> np.ndarray:
     """Uniform points of the sphere of radius √d, ordered by their first coordinate so that
     the heatmap shows the kernel's dependence on the angle to e_1."""
-    x = data.sphere_points(p["sphere_points"], p["sphere_dim"],
-                           seed=derive_seed(p["seed"], "regimes", "sphere"))
+    x = data.sphere_points(
+        p["sphere_points"], p["sphere_dim"], seed=derive_seed(p["seed"], "regimes", "sphere")
+    )
     return x[np.argsort(-x[:, 0], kind="stable")]
 
 
@@ -47,27 +61,40 @@ def limit(p: dict, outputs) -> None:
     sphere_cos = spectral.cosines(x_sphere)
     circle, sphere, sphere_of_cos, curve = [], [], [], []
     for net in nets:
-        arch = dict(depth=depth, beta=net.beta, activation=net.activation,
-                    parametrization=PARAMETRIZATION, device=p["device"])
+        arch = dict(
+            depth=depth,
+            beta=net.beta,
+            activation=net.activation,
+            parametrization=PARAMETRIZATION,
+            device=p["device"],
+        )
         circle.append(theta_inf(x_circle, **arch))
         sphere.append(theta_inf(x_sphere, **arch))
         sphere_of_cos.append(ntk_of_cosine(net, depth, sphere_cos))
         curve.append(ntk_of_cosine(net, depth, np.cos(angles)))
     save_arrays(
-        outputs[0], names=np.array([n.name for n in nets]),
+        outputs[0],
+        names=np.array([n.name for n in nets]),
         regimes=np.array([n.regime for n in nets]),
         activations=np.array([n.activation for n in nets]),
-        betas=np.array([n.beta for n in nets]), r=np.array([n.r for n in nets]),
-        depth=np.int64(depth), gamma=gamma, angles=angles, x_sphere=x_sphere,
-        circle_gram=np.stack(circle), sphere_gram=np.stack(sphere),
-        sphere_gram_of_cosine=np.stack(sphere_of_cos), curve=np.stack(curve),
+        betas=np.array([n.beta for n in nets]),
+        r=np.array([n.r for n in nets]),
+        depth=np.int64(depth),
+        gamma=gamma,
+        angles=angles,
+        x_sphere=x_sphere,
+        circle_gram=np.stack(circle),
+        sphere_gram=np.stack(sphere),
+        sphere_gram_of_cosine=np.stack(sphere_of_cos),
+        curve=np.stack(curve),
     )
 
 
 def _load(path: str) -> dict:
     res = load_arrays(path)
-    require_finite("regimes", circle=res["circle_gram"], sphere=res["sphere_gram"],
-                   curve=res["curve"])
+    require_finite(
+        "regimes", circle=res["circle_gram"], sphere=res["sphere_gram"], curve=res["curve"]
+    )
     return res
 
 
@@ -77,29 +104,40 @@ def _normalised(gram: np.ndarray) -> np.ndarray:
 
 
 def _label(res, i) -> str:
-    return (f"{res['regimes'][i]}: {res['activations'][i]}, β = {float(res['betas'][i]):g}\n"
-            f"r = {float(res['r'][i]):.3g}")
+    return (
+        f"{res['regimes'][i]}: {res['activations'][i]}, β = {float(res['betas'][i]):g}\n"
+        f"r = {float(res['r'][i]):.3g}"
+    )
 
 
 def plot(p: dict, outputs, *, limit: str) -> None:
     res = _load(limit)
     n = len(res["names"])
-    fig, axes = new_figure(3, n, width=2.6 * n + 0.8, height=8.2,
-                           gridspec_kw={"height_ratios": [1, 1, 0.9]})
+    fig, axes = new_figure(
+        3, n, width=2.6 * n + 0.8, height=8.2, gridspec_kw={"height_ratios": [1, 1, 0.9]}
+    )
     circle, sphere = _normalised(res["circle_gram"]), _normalised(res["sphere_gram"])
     low = min(0.0, float(circle.min()), float(sphere.min()))
     g = res["gamma"]
     image = None
     for i in range(n):
         ax = axes[0, i]
-        image = ax.imshow(circle[i], vmin=low, vmax=1.0, cmap="viridis", origin="lower",
-                          extent=(g[0], g[-1], g[0], g[-1]), interpolation="nearest")
+        image = ax.imshow(
+            circle[i],
+            vmin=low,
+            vmax=1.0,
+            cmap="viridis",
+            origin="lower",
+            extent=(g[0], g[-1], g[0], g[-1]),
+            interpolation="nearest",
+        )
         ax.set_title(_label(res, i), fontsize=8)
         ax.set_xlabel("γ(x)")
         ax.grid(False)
         ax = axes[1, i]
-        ax.imshow(sphere[i], vmin=low, vmax=1.0, cmap="viridis", origin="upper",
-                  interpolation="nearest")
+        ax.imshow(
+            sphere[i], vmin=low, vmax=1.0, cmap="viridis", origin="upper", interpolation="nearest"
+        )
         ax.set_xlabel("point (sorted by x₁)")
         ax.grid(False)
     axes[0, 0].set_ylabel(f"circle, {len(g)} points\nγ(y)")
@@ -111,15 +149,23 @@ def plot(p: dict, outputs, *, limit: str) -> None:
     ax = fig.add_subplot(spec[2, :])
     for i in range(n):
         curve = res["curve"][i]
-        ax.plot(np.degrees(res["angles"]), curve / curve[0], lw=1.4, color=f"C{i + 3}",
-                label=_label(res, i).replace("\n", ", "))
+        ax.plot(
+            np.degrees(res["angles"]),
+            curve / curve[0],
+            lw=1.4,
+            color=f"C{i + 3}",
+            label=_label(res, i).replace("\n", ", "),
+        )
     ax.set_xlabel("angle between x and y (degrees)")
     ax.set_ylabel("Θ∞(x, y) / Θ∞(x, x)")
     ax.set_xlim(0, 180)
     ax.axhline(0.0, color="0.5", lw=0.6)
     ax.legend(loc="center right")
-    fig.suptitle(f"Limiting NTK at depth L = {int(res['depth'])} (balanced parametrisation, "
-                 "E σ(z)² = 1, ‖x‖² = n0)", fontsize=10)
+    fig.suptitle(
+        f"Limiting NTK at depth L = {int(res['depth'])} (balanced parametrisation, "
+        "E σ(z)² = 1, ‖x‖² = n0)",
+        fontsize=10,
+    )
     save_figure(fig, outputs)
 
 
@@ -130,15 +176,22 @@ def check(p: dict, outputs, *, limit: str) -> None:
     for i, name in enumerate(res["names"]):
         r = float(res["r"][i])
         expected = theta_diagonal(r, depth)
-        diag = np.concatenate([np.diagonal(res["circle_gram"][i]),
-                               np.diagonal(res["sphere_gram"][i])])
+        diag = np.concatenate(
+            [np.diagonal(res["circle_gram"][i]), np.diagonal(res["sphere_gram"][i])]
+        )
         farthest = float(diag[np.argmax(np.abs(diag - expected))])
-        rows.append(Check(
-            "regimes", f"{name}: Θ∞(x,x) on the sphere = (1 - r^L)/(1 - r), L = {depth}, "
-            f"r = {r:.4g}", expected, farthest,
-            DIAGONAL_TOLERANCE * expected, "abs",
-            note="E σ² = 1 keeps Σ(x,x) = 1 at every layer and Σ̇(x,x) = r; tolerance: "
-                 "quadrature accuracy of E σ², E σ'² (1e-10 relative)"))
+        rows.append(
+            Check(
+                "regimes",
+                f"{name}: Θ∞(x,x) on the sphere = (1 - r^L)/(1 - r), L = {depth}, r = {r:.4g}",
+                expected,
+                farthest,
+                DIAGONAL_TOLERANCE * expected,
+                "abs",
+                note="E σ² = 1 keeps Σ(x,x) = 1 at every layer and Σ̇(x,x) = r; tolerance: "
+                "quadrature accuracy of E σ², E σ'² (1e-10 relative)",
+            )
+        )
     # The Gram path (x xᵀ by a matrix product) and the cosine path see cosines that differ by
     # rounding, δt ≲ n0·eps; the ReLU kernels have a √(1 − t) term at t = 1, so δt becomes
     # at most √(2 δt) per layer in the normalised kernel.
@@ -147,11 +200,19 @@ def check(p: dict, outputs, *, limit: str) -> None:
     tol = depth * math.sqrt(2.0 * delta_t) + float64_resolution(depth)
     gap = np.abs(res["sphere_gram"] - res["sphere_gram_of_cosine"])
     scale = np.diagonal(res["sphere_gram"], axis1=1, axis2=2)[:, :, None]
-    rows.append(Check(
-        "regimes", "Gram (kernel_matrices) = κ(xᵀy/n0) (kernels_of_cosine) on the sphere points, "
-        "all networks, relative to Θ(x,x)", 0.0, float(np.max(gap / scale)), tol, "abs",
-        note=f"two code paths of one layer map; tolerance L·√(2δt) with δt = 4·n0·eps the "
-             f"rounding of a cosine (the √(1-t) term of ReLU kernels at t = 1)"))
+    rows.append(
+        Check(
+            "regimes",
+            "Gram (kernel_matrices) = κ(xᵀy/n0) (kernels_of_cosine) on the sphere points, "
+            "all networks, relative to Θ(x,x)",
+            0.0,
+            float(np.max(gap / scale)),
+            tol,
+            "abs",
+            note="two code paths of one layer map; tolerance L·√(2δt) with δt = 4·n0·eps the "
+            "rounding of a cosine (the √(1-t) term of ReLU kernels at t = 1)",
+        )
+    )
     write_checks(outputs[0], rows)
 
 

@@ -21,8 +21,16 @@ import numpy as np
 from ntk_repro import data, spectral
 from ntk_repro.experiments import Experiment, Job
 from ntk_repro.freeze_chaos import ntk_of_cosine, parse_networks
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 
 # The Gram is compared with Funk–Hecke on the degrees whose harmonics number at most N/8 in
 # total: beyond, the Marchenko–Pastur spread √(m/N) of a degree is no longer small.
@@ -38,11 +46,14 @@ def top_degree(mults: np.ndarray, n_points: int) -> int:
 def eigen(p: dict, outputs) -> None:
     nets = parse_networks(p["networks"])
     d, depth, n = int(p["sphere_dim"]), int(p["depth"]), int(p["n_points"])
-    draws = [data.sphere_points(n, d, seed=derive_seed(p["seed"], "spectrum", "draw", j))
-             for j in range(p["draws"])]
+    draws = [
+        data.sphere_points(n, d, seed=derive_seed(p["seed"], "spectrum", "draw", j))
+        for j in range(p["draws"])
+    ]
     eig, qerr, traces, gram = [], [], [], []
     mults = None
     for net in nets:
+
         def kappa(t, net=net):
             return ntk_of_cosine(net, depth, t)
 
@@ -52,13 +63,22 @@ def eigen(p: dict, outputs) -> None:
         qerr.append(fh.quadrature_error)
         traces.append(float(kappa(np.array([1.0]))[0]))
         gram.append(np.stack([spectral.gram_eigenvalues(kappa, x) for x in draws]))
-    save_arrays(outputs[0], names=np.array([n_.name for n_ in nets]),
-                regimes=np.array([n_.regime for n_ in nets]),
-                activations=np.array([n_.activation for n_ in nets]),
-                betas=np.array([n_.beta for n_ in nets]), r=np.array([n_.r for n_ in nets]),
-                eigenvalues=np.stack(eig), quadrature_error=np.stack(qerr),
-                multiplicities=mults, trace=np.array(traces), gram_eigenvalues=np.stack(gram),
-                depth=np.int64(depth), sphere_dim=np.int64(d), n_points=np.int64(n))
+    save_arrays(
+        outputs[0],
+        names=np.array([n_.name for n_ in nets]),
+        regimes=np.array([n_.regime for n_ in nets]),
+        activations=np.array([n_.activation for n_ in nets]),
+        betas=np.array([n_.beta for n_ in nets]),
+        r=np.array([n_.r for n_ in nets]),
+        eigenvalues=np.stack(eig),
+        quadrature_error=np.stack(qerr),
+        multiplicities=mults,
+        trace=np.array(traces),
+        gram_eigenvalues=np.stack(gram),
+        depth=np.int64(depth),
+        sphere_dim=np.int64(d),
+        n_points=np.int64(n),
+    )
 
 
 def _load(path: str) -> dict:
@@ -83,16 +103,23 @@ def plot(p: dict, outputs, *, eigen: str) -> None:
     ax = axes[0]
     degrees = np.arange(len(res["multiplicities"]))
     floor = 1e-15
-    for k, name in enumerate(names):
+    for k in range(len(names)):
         mu = res["eigenvalues"][k] / res["trace"][k]
         shown = mu > floor
-        ax.semilogy(degrees[shown], mu[shown], "o-", ms=3, color=f"C{k + 3}",
-                    label=f"{res['regimes'][k]}: {res['activations'][k]}, "
-                          f"β = {float(res['betas'][k]):g}")
+        ax.semilogy(
+            degrees[shown],
+            mu[shown],
+            "o-",
+            ms=3,
+            color=f"C{k + 3}",
+            label=f"{res['regimes'][k]}: {res['activations'][k]}, β = {float(res['betas'][k]):g}",
+        )
     ax.set_xlabel("degree k")
     ax.set_ylabel("μ_k / κ(1)")
-    ax.set_title(f"Funk–Hecke eigenvalues, L = {int(res['depth'])}, "
-                 f"$S^{{{int(res['sphere_dim']) - 1}}}$", fontsize=9)
+    ax.set_title(
+        f"Funk–Hecke eigenvalues, L = {int(res['depth'])}, $S^{{{int(res['sphere_dim']) - 1}}}$",
+        fontsize=9,
+    )
     ax.legend(loc="upper right", fontsize=6.5)
     n = int(res["n_points"])
     for k, name in enumerate(names):
@@ -101,14 +128,32 @@ def plot(p: dict, outputs, *, eigen: str) -> None:
         count = len(bands["center"])
         trace = res["trace"][k]
         index = np.arange(1, count + 1)
-        ax.fill_between(index, np.maximum(bands["lower"], 0) / trace, bands["upper"] / trace,
-                        color=f"C{k + 3}", alpha=0.2, step="mid", label="sampling band")
-        ax.step(index, bands["center"] / trace, where="mid", color=f"C{k + 3}", lw=1.2,
-                label="Funk–Hecke μ_(i)")
+        ax.fill_between(
+            index,
+            np.maximum(bands["lower"], 0) / trace,
+            bands["upper"] / trace,
+            color=f"C{k + 3}",
+            alpha=0.2,
+            step="mid",
+            label="sampling band",
+        )
+        ax.step(
+            index,
+            bands["center"] / trace,
+            where="mid",
+            color=f"C{k + 3}",
+            lw=1.2,
+            label="Funk–Hecke μ_(i)",
+        )
         for j, values in enumerate(res["gram_eigenvalues"][k]):
-            ax.plot(index, values[:count] / trace, ".", ms=2.5, color="black",
-                    label=f"Gram λ_i/N ({len(res['gram_eigenvalues'][k])} draws)" if j == 0
-                    else None)
+            ax.plot(
+                index,
+                values[:count] / trace,
+                ".",
+                ms=2.5,
+                color="black",
+                label=f"Gram λ_i/N ({len(res['gram_eigenvalues'][k])} draws)" if j == 0 else None,
+            )
         ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_ylim(bottom=max(float(np.min(bands["center"] / trace)) * 0.1, 1e-16))
@@ -127,13 +172,20 @@ def check(p: dict, outputs, *, eigen: str) -> None:
         count = len(bands["center"])
         scores = np.stack([spectral.band_score(v, bands) for v in res["gram_eigenvalues"][k]])
         worst = np.unravel_index(np.argmax(np.abs(scores)), scores.shape)
-        rows.append(Check(
-            "spectrum", f"{name}: Gram eigenvalues / N = Funk–Hecke μ_(i) for the top {count} "
-            f"modes (N = {n}, {scores.shape[0]} draws), worst |deviation| / band half-width",
-            0.0, float(np.abs(scores).max()), 1.0, "abs",
-            note=f"band per degree μ_k(2√(m_k/N) + m_k/N) + κ(1)/N + quadrature error: the "
-                 f"O(1/√N) Marchenko–Pastur spread of the m_k harmonics and the O(1/N) "
-                 f"coupling to other degrees; worst at i = {int(worst[1]) + 1}"))
+        rows.append(
+            Check(
+                "spectrum",
+                f"{name}: Gram eigenvalues / N = Funk–Hecke μ_(i) for the top {count} "
+                f"modes (N = {n}, {scores.shape[0]} draws), worst |deviation| / band half-width",
+                0.0,
+                float(np.abs(scores).max()),
+                1.0,
+                "abs",
+                note=f"band per degree μ_k(2√(m_k/N) + m_k/N) + κ(1)/N + quadrature error: the "
+                f"O(1/√N) Marchenko–Pastur spread of the m_k harmonics and the O(1/N) "
+                f"coupling to other degrees; worst at i = {int(worst[1]) + 1}",
+            )
+        )
     regimes = list(res["regimes"])
     if "chaos" in regimes:
         c = regimes.index("chaos")
@@ -149,12 +201,19 @@ def check(p: dict, outputs, *, eigen: str) -> None:
             if regimes[k] != "freeze":
                 continue
             value, err = decay(k)
-            rows.append(Check(
-                "spectrum", f"{name} (freeze) decays faster than {res['names'][c]} (chaos): "
-                f"log10(μ_1/μ_{k_decay}) difference", 0.0, value - chaos_decay, err + chaos_err,
-                "at_least",
-                note=f"freeze {value:.3g}, chaos {chaos_decay:.3g} decades from degree 1 to "
-                     f"{k_decay}; tolerance: propagated quadrature error"))
+            rows.append(
+                Check(
+                    "spectrum",
+                    f"{name} (freeze) decays faster than {res['names'][c]} (chaos): "
+                    f"log10(μ_1/μ_{k_decay}) difference",
+                    0.0,
+                    value - chaos_decay,
+                    err + chaos_err,
+                    "at_least",
+                    note=f"freeze {value:.3g}, chaos {chaos_decay:.3g} decades from degree 1 to "
+                    f"{k_decay}; tolerance: propagated quadrature error",
+                )
+            )
     write_checks(outputs[0], rows)
 
 
@@ -163,8 +222,13 @@ EXPERIMENT = Experiment(
     order=100,
     uses=("seed",),
     jobs=(
-        Job("eigen", eigen, "eigen.npz", runtime=20,
-            mem_mb=lambda p, wildcards: 1000 + 5 * p["n_points"] ** 2 * 8 // 2**20),
+        Job(
+            "eigen",
+            eigen,
+            "eigen.npz",
+            runtime=20,
+            mem_mb=lambda p, wildcards: 1000 + 5 * p["n_points"] ** 2 * 8 // 2**20,
+        ),
     ),
     plot=plot,
     check=check,

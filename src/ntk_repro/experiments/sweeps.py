@@ -43,12 +43,30 @@ from ntk_repro import data
 from ntk_repro.device import resolve_device
 from ntk_repro.experiments import Experiment, Job
 from ntk_repro.kernels import kernel_ode_prediction, theta_inf
-from ntk_repro.results import (Check, derive_seed, load_arrays, new_figure, require_finite,
-                               save_arrays, save_figure, write_checks)
+from ntk_repro.results import (
+    Check,
+    derive_seed,
+    load_arrays,
+    new_figure,
+    require_finite,
+    save_arrays,
+    save_figure,
+    write_checks,
+)
 from ntk_repro.training import train_ensemble
 
-COLUMNS = ("width", "depth", "beta", "seed", "member", "member_seed", "d_init", "change", "gap",
-           "final_loss")
+COLUMNS = (
+    "width",
+    "depth",
+    "beta",
+    "seed",
+    "member",
+    "member_seed",
+    "d_init",
+    "change",
+    "gap",
+    "final_loss",
+)
 QUANTITIES = ("d_init", "change", "gap")
 LABELS = {
     "d_init": "‖Θ_0 − Θ∞‖ / ‖Θ∞‖  (init)",
@@ -61,25 +79,38 @@ SE_FACTOR = 3.0  # tolerances are this many standard errors of the fitted slope
 def dataset(p: dict) -> tuple[np.ndarray, np.ndarray]:
     """The points shared by every cell: x (n_train + n_test, input_dim) on the sphere
     ‖x‖² = n0 (train first), y = x1·x2 (N,)."""
-    x = data.sphere_points(p["n_train"] + p["n_test"], p["input_dim"],
-                           seed=derive_seed(p["seed"], "sweeps", "data"))
+    x = data.sphere_points(
+        p["n_train"] + p["n_test"], p["input_dim"], seed=derive_seed(p["seed"], "sweeps", "data")
+    )
     return x, data.product_target(x)
 
 
 def cell(p: dict, outputs, *, width: str, depth: str, beta: str, seed: str) -> None:
     """Train one cell's ``inits`` nets; save the per-net scalars (see the module docstring)."""
     width, depth, beta, seed = int(width), int(depth), float(beta), int(seed)
-    arch = dict(depth=depth, beta=beta, activation=p["activation"],
-                parametrization=p["parametrization"])
+    arch = dict(
+        depth=depth, beta=beta, activation=p["activation"], parametrization=p["parametrization"]
+    )
     x, y = dataset(p)
     n_train = p["n_train"]
-    member_seeds = [derive_seed(p["seed"], "sweeps", width, depth, beta, seed, k)
-                    for k in range(p["inits"])]
+    member_seeds = [
+        derive_seed(p["seed"], "sweeps", width, depth, beta, seed, k) for k in range(p["inits"])
+    ]
     steps = p["steps"]
     result = train_ensemble(
-        x[:n_train], y[:n_train], width=width, **arch, seeds=member_seeds, steps=steps,
-        lr=p["lr"], loss=p["loss"], x_eval=x, eval_steps=(0, steps), ntk_points=x,
-        ntk_steps=(0, steps), dtype=getattr(torch, p["dtype"]),
+        x[:n_train],
+        y[:n_train],
+        width=width,
+        **arch,
+        seeds=member_seeds,
+        steps=steps,
+        lr=p["lr"],
+        loss=p["loss"],
+        x_eval=x,
+        eval_steps=(0, steps),
+        ntk_points=x,
+        ntk_steps=(0, steps),
+        dtype=getattr(torch, p["dtype"]),
         device=resolve_device(p["device"]),
         name=f"sweeps width={width} depth={depth} beta={beta} seed={seed}",
     )
@@ -87,19 +118,36 @@ def cell(p: dict, outputs, *, width: str, depth: str, beta: str, seed: str) -> N
     ntk = result.ntk.astype(np.float64)  # (K, 2, N, N)
     f = result.f_eval.astype(np.float64)  # (K, 2, N)
     d_init = np.linalg.norm(ntk[:, 0] - theta, axis=(1, 2)) / np.linalg.norm(theta)
-    change = (np.linalg.norm(ntk[:, 1] - ntk[:, 0], axis=(1, 2))
-              / np.linalg.norm(ntk[:, 0], axis=(1, 2)))
+    change = np.linalg.norm(ntk[:, 1] - ntk[:, 0], axis=(1, 2)) / np.linalg.norm(
+        ntk[:, 0], axis=(1, 2)
+    )
     train, test = slice(0, n_train), slice(n_train, None)
     t = steps * p["lr"]
     gap = np.empty(len(member_seeds))
     for k in range(len(member_seeds)):
-        predicted = kernel_ode_prediction(theta[test, train], theta[train, train], y[train],
-                                          f[k, 0, train], f[k, 0, test], t, loss=p["loss"])
+        predicted = kernel_ode_prediction(
+            theta[test, train],
+            theta[train, train],
+            y[train],
+            f[k, 0, train],
+            f[k, 0, test],
+            t,
+            loss=p["loss"],
+        )
         gap[k] = np.linalg.norm(f[k, 1, test] - predicted) / np.linalg.norm(y[test])
-    save_arrays(outputs[0], width=np.int64(width), depth=np.int64(depth),
-                beta=np.float64(beta), seed=np.int64(seed), member_seeds=result.seeds,
-                d_init=d_init, change=change, gap=gap,
-                final_loss=result.losses[:, -1].astype(np.float64), t=np.float64(t))
+    save_arrays(
+        outputs[0],
+        width=np.int64(width),
+        depth=np.int64(depth),
+        beta=np.float64(beta),
+        seed=np.int64(seed),
+        member_seeds=result.seeds,
+        d_init=d_init,
+        change=change,
+        gap=gap,
+        final_loss=result.losses[:, -1].astype(np.float64),
+        t=np.float64(t),
+    )
 
 
 def table(p: dict, outputs, *, cells: list[str]) -> None:
@@ -108,12 +156,25 @@ def table(p: dict, outputs, *, cells: list[str]) -> None:
     for path in cells:
         cell = load_arrays(path)
         name = Path(path).stem
-        require_finite(f"sweeps cell {name}", d_init=cell["d_init"], change=cell["change"],
-                       gap=cell["gap"], final_loss=cell["final_loss"])
+        require_finite(
+            f"sweeps cell {name}",
+            d_init=cell["d_init"],
+            change=cell["change"],
+            gap=cell["gap"],
+            final_loss=cell["final_loss"],
+        )
         for k, member_seed in enumerate(cell["member_seeds"]):
-            rows.append((int(cell["width"]), int(cell["depth"]), float(cell["beta"]),
-                         int(cell["seed"]), k, int(member_seed),
-                         *(float(cell[q][k]) for q in (*QUANTITIES, "final_loss"))))
+            rows.append(
+                (
+                    int(cell["width"]),
+                    int(cell["depth"]),
+                    float(cell["beta"]),
+                    int(cell["seed"]),
+                    k,
+                    int(member_seed),
+                    *(float(cell[q][k]) for q in (*QUANTITIES, "final_loss")),
+                )
+            )
     rows.sort(key=lambda r: r[:5])
     out = Path(outputs[0])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +191,9 @@ def read_table(path) -> dict[str, np.ndarray]:
     if not records:
         raise ValueError(f"{path} has no rows")
     ints = {"width", "depth", "seed", "member", "member_seed"}
-    return {c: np.array([int(r[c]) if c in ints else float(r[c]) for r in records])
-            for c in COLUMNS}
+    return {
+        c: np.array([int(r[c]) if c in ints else float(r[c]) for r in records]) for c in COLUMNS
+    }
 
 
 def loglog_fit(widths: np.ndarray, values: np.ndarray) -> tuple[float, float, float, int]:
@@ -166,8 +228,18 @@ def plot(p: dict, outputs, *, table: str) -> None:
     table = read_table(table)
     fig, axes = new_figure(1, 3, width=11.5, height=3.8)
     widths_all = np.unique(table["width"])
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-              "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+    colors = [
+        "tab:blue",
+        "tab:orange",
+        "tab:green",
+        "tab:red",
+        "tab:purple",
+        "tab:brown",
+        "tab:pink",
+        "tab:gray",
+        "tab:olive",
+        "tab:cyan",
+    ]
     for ax, q in zip(axes, QUANTITIES):
         for i, (depth, beta, mask) in enumerate(_groups(table)):
             w, v = table["width"][mask], table[q][mask]
@@ -176,24 +248,41 @@ def plot(p: dict, outputs, *, table: str) -> None:
             sd = np.array([v[w == n].std() for n in ws])
             slope, intercept, se, _ = loglog_fit(w, v)
             color = colors[i % len(colors)]
-            ax.errorbar(ws, mean, yerr=sd, fmt="o-", ms=3.5, lw=1.0, capsize=2, color=color,
-                        label=f"L = {depth}, β = {beta:g}: slope {slope:.2f} ± {se:.2f}")
+            ax.errorbar(
+                ws,
+                mean,
+                yerr=sd,
+                fmt="o-",
+                ms=3.5,
+                lw=1.0,
+                capsize=2,
+                color=color,
+                label=f"L = {depth}, β = {beta:g}: slope {slope:.2f} ± {se:.2f}",
+            )
         # Reference slopes through the geometric mean of the data at the smallest width.
         first = table["width"] == widths_all[0]
         anchor = math.exp(np.log(table[q][first]).mean())
         refs = [(-0.5, ":")] if q != "change" else [(-0.5, ":"), (-1.0, "-.")]
         for slope, style in refs:
-            ax.plot(widths_all, anchor * (widths_all / widths_all[0]) ** slope, style,
-                    color="black", lw=1.0, label=f"∝ n^{slope:g}")
+            ax.plot(
+                widths_all,
+                anchor * (widths_all / widths_all[0]) ** slope,
+                style,
+                color="black",
+                lw=1.0,
+                label=f"∝ n^{slope:g}",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("width n")
         ax.set_title(LABELS[q])
         ax.legend(loc="lower left", fontsize=7)
     axes[0].set_ylabel("mean ± sd over seeds × inits")
-    fig.suptitle(f"Finite-width sweeps ({p['activation']}, {p['parametrization']}, "
-                 f"{p['steps']} steps, lr {p['lr']:g}, {p['n_train']} train / {p['n_test']} "
-                 f"test points on S^{p['input_dim'] - 1})")
+    fig.suptitle(
+        f"Finite-width sweeps ({p['activation']}, {p['parametrization']}, "
+        f"{p['steps']} steps, lr {p['lr']:g}, {p['n_train']} train / {p['n_test']} "
+        f"test points on S^{p['input_dim'] - 1})"
+    )
     save_figure(fig, outputs)
 
 
@@ -213,17 +302,28 @@ def check(p: dict, outputs, *, table: str) -> None:
             ("gap", -0.5, "abs", "inherits the O(n^-1/2) deviation of Θ_0 from Θ∞"),
         ):
             slope, _, se, dof = loglog_fit(w, table[q][mask])
-            rows.append(Check(
-                "sweeps", f"log-log slope of {LABELS[q]} vs width ({where})", theory, slope,
-                SE_FACTOR * se, comparison,
-                note=f"{why}; tolerance {SE_FACTOR:g} × OLS slope SE ({se:.3g}, {dof} dof)"))
+            rows.append(
+                Check(
+                    "sweeps",
+                    f"log-log slope of {LABELS[q]} vs width ({where})",
+                    theory,
+                    slope,
+                    SE_FACTOR * se,
+                    comparison,
+                    note=f"{why}; tolerance {SE_FACTOR:g} × OLS slope SE ({se:.3g}, {dof} dof)",
+                )
+            )
     write_checks(outputs[0], rows)
 
 
-
 def _cells(p: dict) -> list[dict]:
-    return [{"width": w, "depth": d, "beta": b, "seed": s}
-            for w in p["widths"] for d in p["depths"] for b in p["betas"] for s in p["seeds"]]
+    return [
+        {"width": w, "depth": d, "beta": b, "seed": s}
+        for w in p["widths"]
+        for d in p["depths"]
+        for b in p["betas"]
+        for s in p["seeds"]
+    ]
 
 
 def _cell_mem_mb(p: dict, wildcards) -> int:
@@ -237,8 +337,15 @@ EXPERIMENT = Experiment(
     # depth and beta are the cell's own (wildcards): model.depth and model.beta are not read.
     uses=("seed", "device", "model.activation", "model.parametrization", "training"),
     jobs=(
-        Job("cell", cell, "cells/w{width}_L{depth}_b{beta}_s{seed}.npz", each=_cells,
-            gpu=True, mem_mb=_cell_mem_mb, runtime=60),
+        Job(
+            "cell",
+            cell,
+            "cells/w{width}_L{depth}_b{beta}_s{seed}.npz",
+            each=_cells,
+            gpu=True,
+            mem_mb=_cell_mem_mb,
+            runtime=60,
+        ),
         Job("table", table, "summary.csv", inputs={"cells": "cell"}),
     ),
     plot=plot,
