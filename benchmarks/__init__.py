@@ -3,8 +3,8 @@
 Run from the repository root (``make bench`` runs the first line)::
 
     python -m benchmarks --out results/bench         # ~35 min on 2 cores
-    python -m benchmarks --out /tmp/bench --quick    # small sizes, a few minutes
-    python -m benchmarks --out /tmp/bench --smoke    # tiny sizes: the test suite's smoke run
+    python -m benchmarks --out results/bench --quick  # small sizes, a few minutes
+    python -m benchmarks --out results/bench --smoke  # tiny sizes: the test suite's smoke run
 
 Writes ``<out>/{analytic,empirical,training,pipeline}.csv``, ``<out>/limits.csv`` (ns per
 element of the passes the analytic Gram is made of) and ``<out>/bench.png``. Each CSV row:

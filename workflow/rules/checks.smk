@@ -25,6 +25,8 @@ rule claims_gate:
         figures=expand(f"{RESULTS}/figures/{{name}}.{{ext}}", name=EXPERIMENTS, ext=["png", "pdf"]),
     output:
         f"{RESULTS}/claims.txt",
+    log:
+        "logs/claims_gate.log",
     conda:
         "../../envs/ntk.yaml"
     threads: 1
@@ -32,4 +34,4 @@ rule claims_gate:
         mem_mb=500,
         runtime=5,
     shell:
-        "python -m ntk_repro.claims gate {input.checks:q} --summary {output:q}"
+        "python -m ntk_repro.claims gate {input.checks:q} --summary {output:q} 2>&1 | tee {log:q}"
