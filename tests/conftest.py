@@ -46,3 +46,43 @@ def finished_run(tmp_path_factory):
     start = time.perf_counter()
     snakemake(workdir, "--cores", "2", "--config", "preset=test")
     return workdir, time.perf_counter() - start
+
+
+# --- SLURM (tests/test_slurm.py, tests/test_faults.py) ---------------------------------------
+
+
+def _cluster_problem() -> str | None:
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return "SLURM client commands (sbatch, sinfo) are not installed"
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return "snakemake-executor-plugin-slurm is not installed (pip install '.[slurm]')"
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"sinfo failed: {err}"
+    states = out.stdout.split()
+    if out.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc")) for s in states):
+        return f"no usable SLURM node (sinfo: {out.stdout.strip() or out.stderr.strip()})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    problem = _cluster_problem()
+    if problem:
+        if os.environ.get("NTK_REQUIRE_SLURM") == "1":
+            pytest.fail(f"SLURM is required here but unusable: {problem}")
+        pytest.skip(problem)
+
+
+def result_files(workdir: Path) -> dict[str, bytes]:
+    root = workdir / "results"
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.suffix in (".npz", ".csv")
+    }

@@ -9,50 +9,12 @@ missing cluster is a failure.
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-
-from conftest import REPO, new_workdir, snakemake
+from conftest import REPO, new_workdir, result_files, snakemake
 
 pytestmark = pytest.mark.slurm
-
-
-def _cluster_problem() -> str | None:
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        return "SLURM client commands (sbatch, sinfo) are not installed"
-    try:
-        import snakemake_executor_plugin_slurm  # noqa: F401
-    except ImportError:
-        return "snakemake-executor-plugin-slurm is not installed (pip install '.[slurm]')"
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                             timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return f"sinfo failed: {err}"
-    states = out.stdout.split()
-    if out.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc")) for s in states):
-        return f"no usable SLURM node (sinfo: {out.stdout.strip() or out.stderr.strip()})"
-    return None
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    problem = _cluster_problem()
-    if problem:
-        if os.environ.get("NTK_REQUIRE_SLURM") == "1":
-            pytest.fail(f"SLURM is required here but unusable: {problem}")
-        pytest.skip(problem)
-
-
-def _result_files(workdir: Path) -> dict[str, bytes]:
-    root = workdir / "results"
-    return {str(p.relative_to(root)): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.suffix in (".npz", ".csv")}
 
 
 def test_slurm_profile_matches_local_run(cluster, finished_run, tmp_path):
@@ -61,19 +23,28 @@ def test_slurm_profile_matches_local_run(cluster, finished_run, tmp_path):
     start = time.perf_counter()
     proc = snakemake(
         workdir,
-        "--profile", str(REPO / "workflow" / "profiles" / "slurm"),
-        "--jobs", "4",
-        "--latency-wait", "10",
+        "--profile",
+        str(REPO / "workflow" / "profiles" / "slurm"),
+        "--jobs",
+        "4",
+        "--latency-wait",
+        "10",
         # The CI cluster has no accounting daemon, so job status comes from squeue.
-        "--slurm-status-command", "squeue",
-        "--slurm-init-seconds-before-status-checks", "5",
-        "--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=20",
-        "--config", "preset=test",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+        "--default-resources",
+        "slurm_partition=debug",
+        "mem_mb=1000",
+        "runtime=20",
+        "--config",
+        "preset=test",
         timeout=1800,
     )
     seconds = time.perf_counter() - start
     assert "slurm" in (proc.stdout + proc.stderr).lower()
-    ours, theirs = _result_files(workdir), _result_files(local)
+    ours, theirs = result_files(workdir), result_files(local)
     assert ours.keys() == theirs.keys()
     differing = [name for name in ours if ours[name] != theirs[name]]
     assert not differing, f"results differ between SLURM and local runs: {differing}"

@@ -149,13 +149,42 @@ def limit(p: dict, outputs) -> None:
 
 def nets(p: dict, outputs, *, net: str) -> None:
     """Empirical pixel NTKs of ``inits`` deconvolution nets in the freeze, the chaos or with BN."""
-    out = outputs[0]
     arch = _net(p, net)
-    dev = resolve_device(p["device"])
-    dtype = getattr(torch, p["dtype"])  # the finite nets' dtype (training.dtype)
+    # The finite nets' dtype (training.dtype) and device.
+    place = dict(device=resolve_device(p["device"]), dtype=getattr(torch, p["dtype"]))
+    batch = p["bn_batch"] if net == "bn" else 1
+    ratios, row_refs = _ratios_1d(p, net, arch, batch, place)
+    maps, side = _maps_2d(p, net, arch, batch, place)
+    save_arrays(
+        outputs[0],
+        ratios=ratios,
+        refs=row_refs,
+        maps_2d=maps,
+        centre_2d=np.array([side // 2, side // 2]),
+        width=np.int64(p["width"]),
+        beta=np.float64(arch["beta"]),
+        batch=np.int64(batch),
+    )
+
+
+def _deconv_net(p: dict, arch: dict, place: dict, seed: int, width: int, depth: int, dim: int):
+    return DeconvNet(
+        p["in_channels"],
+        width,
+        depth,
+        stride=p["stride"],
+        dim=dim,
+        generator=torch.Generator().manual_seed(seed),
+        device=place["device"],
+        dtype=place["dtype"],
+        **arch,
+    )
+
+
+def _ratios_1d(p: dict, net: str, arch: dict, batch: int, place: dict):
+    """1-D nets: Θ_pp'/Θ_pp of every reference row, (inits, rows, P), and the rows' pixels."""
     depth, s = p["depth"], p["stride"]
     n_pix = s**depth
-    batch = p["bn_batch"] if net == "bn" else 1
     if net == "bn":
         # Batch-coupled: rows of chosen reference pixels of every sample, by JVP/VJP.
         refs = np.array(
@@ -168,18 +197,8 @@ def nets(p: dict, outputs, *, net: str) -> None:
     ratios = np.empty((p["inits"], len(row_refs), n_pix))
     for k in range(p["inits"]):
         seed = derive_seed(p["seed"], "checkerboard", net, "1d", k)
-        model = DeconvNet(
-            p["in_channels"],
-            p["width"],
-            depth,
-            stride=s,
-            dim=1,
-            generator=torch.Generator().manual_seed(seed),
-            device=dev,
-            dtype=dtype,
-            **arch,
-        )
-        x = torch.as_tensor(_latents(p, batch, seed, 1), dtype=dtype, device=dev)
+        model = _deconv_net(p, arch, place, seed, p["width"], depth, dim=1)
+        x = torch.as_tensor(_latents(p, batch, seed, 1), **place)
         if net == "bn":
             theta_rows = ntk_rows(model, x, rows)  # (R, N, P)
             own = torch.stack([theta_rows[m, i] for m, (i, _) in enumerate(rows)])  # (R, P)
@@ -188,40 +207,25 @@ def nets(p: dict, outputs, *, net: str) -> None:
         else:
             theta = deconv_ntk(model, x)[0, 0]
             ratios[k] = (theta / torch.diagonal(theta)[:, None]).double().cpu().numpy()
+    return ratios, row_refs
 
-    # 2-D images: the NTK row of the centre pixel, Θ_{p0, p'}/Θ_{p0, p0}, over the image.
-    side = s ** p["depth_2d"]
+
+def _maps_2d(p: dict, net: str, arch: dict, batch: int, place: dict):
+    """2-D images: the NTK row of the centre pixel, Θ_{p0, p'}/Θ_{p0, p0}, over the image:
+    (inits_2d, side, side), and the side."""
+    side = p["stride"] ** p["depth_2d"]
     centre = (side // 2) * side + side // 2
     maps = np.empty((p["inits_2d"], side, side))
     for k in range(p["inits_2d"]):
         seed = derive_seed(p["seed"], "checkerboard", net, "2d", k)
-        model = DeconvNet(
-            p["in_channels"],
-            p["width_2d"],
-            p["depth_2d"],
-            stride=s,
-            dim=2,
-            generator=torch.Generator().manual_seed(seed),
-            device=dev,
-            dtype=dtype,
-            **arch,
-        )
-        x = torch.as_tensor(_latents(p, batch, seed, 2), dtype=dtype, device=dev)
+        model = _deconv_net(p, arch, place, seed, p["width_2d"], p["depth_2d"], dim=2)
+        x = torch.as_tensor(_latents(p, batch, seed, 2), **place)
         if net == "bn":
             row = ntk_rows(model, x, [(0, centre)])[0, 0]
         else:  # the structured formula, without the torch.func machinery
             row = deconv_ntk(model, x)[0, 0, centre]
         maps[k] = (row / row[centre]).reshape(side, side).double().cpu().numpy()
-    save_arrays(
-        out,
-        ratios=ratios,
-        refs=row_refs,
-        maps_2d=maps,
-        centre_2d=np.array([side // 2, side // 2]),
-        width=np.int64(p["width"]),
-        beta=np.float64(arch["beta"]),
-        batch=np.int64(batch),
-    )
+    return maps, side
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -287,17 +291,25 @@ def _label(name, run, limit=None):
 
 def plot(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
     limit, nets = _load(limit, nets)
-    depth, s = p["depth"], p["stride"]
-    n_pix = s**depth
     fig = new_figure(width=10.0, height=7.2)[0]
     fig.clf()
     grid = fig.add_gridspec(2, 6, height_ratios=[1.0, 1.05])
     ax_off = fig.add_subplot(grid[0, :4])
     ax_v = fig.add_subplot(grid[0, 4:])
+    _panel_by_offset(ax_off, p, limit, nets)
+    _panel_by_valuation(ax_v, p, limit, nets)
+    _panels_2d(fig, grid[1, :], p, limit, nets)
+    save_figure(fig, outputs)
+
+
+def _panel_by_offset(ax, p: dict, limit, nets) -> None:
+    """Mean ratio over pixel offsets for every net, inside the freeze bounds."""
+    depth, s = p["depth"], p["stride"]
+    n_pix = s**depth
     d = np.arange(1, n_pix)
     v_of_d = offset_valuation(d[:, None], s, depth)
     lower, upper = limit["lower"], limit["upper"]
-    ax_off.fill_between(
+    ax.fill_between(
         d,
         np.maximum(lower[v_of_d], 0),
         upper[v_of_d],
@@ -306,13 +318,13 @@ def plot(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
         alpha=0.15,
         label="freeze bounds (C₁ derived)",
     )
-    ax_off.step(d, upper[v_of_d], where="mid", color="tab:blue", lw=0.6, alpha=0.6)
-    ax_off.plot(
+    ax.step(d, upper[v_of_d], where="mid", color="tab:blue", lw=0.6, alpha=0.6)
+    ax.plot(
         d, limit["ratio_freeze"][0, 1:], "_", color="black", ms=7, label="freeze, infinite width"
     )
     for name in NETS:
         color, marker = _STYLE[name]
-        ax_off.plot(
+        ax.plot(
             d,
             by_offset(nets[name], depth, s),
             marker,
@@ -323,32 +335,40 @@ def plot(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
             alpha=0.85,
             label=_label(name, nets[name], limit),
         )
-    ax_off.set_xlabel("pixel offset |p − p′|")
-    ax_off.set_ylabel("Θ_pp′ / Θ_pp   (mean over inits)")
-    ax_off.set_xlim(0, n_pix)
-    ax_off.set_ylim(-0.05, 1.3)  # headroom for the legend
-    ax_off.set_yticks(np.linspace(0, 1, 6))
-    ax_off.set_xticks(np.arange(0, n_pix + 1, max(n_pix // 16, 1)))
-    ax_off.set_title(
+    ax.set_xlabel("pixel offset |p − p′|")
+    ax.set_ylabel("Θ_pp′ / Θ_pp   (mean over inits)")
+    ax.set_xlim(0, n_pix)
+    ax.set_ylim(-0.05, 1.3)  # headroom for the legend
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_xticks(np.arange(0, n_pix + 1, max(n_pix // 16, 1)))
+    ax.set_title(
         f"1-D deconvolution net, L = {depth}, stride {s}, {p['width']} channels, {p['inits']} inits"
     )
-    ax_off.legend(loc="upper left", ncol=2, fontsize=7)
+    ax.legend(loc="upper left", ncol=2, fontsize=7)
 
+
+def _panel_by_valuation(ax, p: dict, limit, nets) -> None:
+    """Mean ratio over the pairs of each v for every net, with the bounds and the n = ∞ values."""
+    depth, s = p["depth"], p["stride"]
+    lower, upper = limit["lower"], limit["upper"]
     v = np.arange(depth)
-    ax_v.fill_between(v, np.maximum(lower, 0), upper, color="tab:blue", alpha=0.15)
-    ax_v.plot(v, [limit["ratio_freeze"][0, s**k] for k in v], "_", color="black", ms=10)
-    ax_v.plot(v, [limit["ratio_chaos"][0, s**k] for k in v], "_", color="tab:red", ms=10)
+    ax.fill_between(v, np.maximum(lower, 0), upper, color="tab:blue", alpha=0.15)
+    ax.plot(v, [limit["ratio_freeze"][0, s**k] for k in v], "_", color="black", ms=10)
+    ax.plot(v, [limit["ratio_chaos"][0, s**k] for k in v], "_", color="tab:red", ms=10)
     for name in NETS:
         color, marker = _STYLE[name]
         _, mean, se = by_valuation(nets[name], depth, s)
-        ax_v.errorbar(v, mean, yerr=Z * se, fmt=marker + "-", color=color, ms=4, lw=0.8, capsize=2)
-    ax_v.set_xlabel("v  (s^v divides p − p′)")
-    ax_v.set_ylabel("mean Θ_pp′ / Θ_pp over pairs with that v")
-    ax_v.set_title("by v (bars: 3 SE; dashes: n = ∞)")
-    ax_v.set_ylim(-0.05, 1.05)
+        ax.errorbar(v, mean, yerr=Z * se, fmt=marker + "-", color=color, ms=4, lw=0.8, capsize=2)
+    ax.set_xlabel("v  (s^v divides p − p′)")
+    ax.set_ylabel("mean Θ_pp′ / Θ_pp over pairs with that v")
+    ax.set_title("by v (bars: 3 SE; dashes: n = ∞)")
+    ax.set_ylim(-0.05, 1.05)
 
-    side = s ** p["depth_2d"]
-    bottom = grid[1, :].subgridspec(1, 4, width_ratios=[1, 1, 1, 0.05])
+
+def _panels_2d(fig, cell, p: dict, limit, nets) -> None:
+    """The centre pixel's NTK row over the 2-D image, one panel per net, and a colour bar."""
+    side = p["stride"] ** p["depth_2d"]
+    bottom = cell.subgridspec(1, 4, width_ratios=[1, 1, 1, 0.05])
     for col, name in enumerate(NETS):
         ax = fig.add_subplot(bottom[0, col])
         img = nets[name]["maps_2d"].mean(0)
@@ -371,23 +391,43 @@ def plot(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
         cax=fig.add_subplot(bottom[0, 3]),
         label=f"Θ_p0p′ / Θ_p0p0, p0 = + (L = {p['depth_2d']}, {side}×{side})",
     )
-    save_figure(fig, outputs)
 
 
 def check(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
     limit, nets = _load(limit, nets)
     depth, s = p["depth"], p["stride"]
+    rows = [_bounds_row(limit, nets["freeze"], depth, s), *_pattern_rows(limit, nets, depth, s)]
+    write_checks(outputs[0], rows)
+
+
+def _bounds_row(limit, freeze, depth: int, s: int) -> Check:
+    """The freeze net's mean ratio of every pixel pair lies between the stride bounds."""
     lower, upper = limit["lower"], limit["upper"]
     c1, r = float(limit["c1"]), float(limit["r_freeze"])
-
-    freeze = nets["freeze"]
     _, v, off = _pair_table(freeze, depth, s)
     mean = freeze["ratios"].mean(0)
     se = freeze["ratios"].std(0, ddof=1) / math.sqrt(freeze["ratios"].shape[0])
     violation = np.maximum(mean - upper[v], lower[v] - mean)[off]
     n_pairs, inits = int(off.sum()), freeze["ratios"].shape[0]
+    width = int(freeze["width"])
+    return Check(
+        "checkerboard",
+        f"freeze (r = {r:.3f}): every pixel pair inside the stride bounds, largest "
+        f"violation max(R - upper, lower - R)",
+        0.0,
+        float(violation.max()),
+        Z * float(se[off].max()),
+        "at_most",
+        note=f"R = Θ_pp'/Θ_pp averaged over {inits} inits (width {width}, L = {depth}, "
+        f"s = {s}), {n_pairs} pairs; C1 = {c1:.4f} derived from the n = ∞ "
+        f"recursion (largest C(v), v <= {len(limit['c1_curve']) - 1}); tolerance "
+        f"3 x the largest per-pair SE over inits; negative = inside",
+    )
 
-    per_init, _, _ = by_valuation(freeze, depth, s)
+
+def _pattern_rows(limit, nets, depth: int, s: int) -> list[Check]:
+    """The chaos and BatchNorm nets: the pattern over v is a small share of the freeze one."""
+    per_init, _, _ = by_valuation(nets["freeze"], depth, s)
     spread_freeze, spread_freeze_se = spread(per_init)
 
     ratio_chaos = np.array([limit["ratio_chaos"][0, s**k] for k in range(depth)])
@@ -405,22 +445,7 @@ def check(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
 
     share_chaos, share_chaos_se = share_of_freeze("chaos")
     share_bn, share_bn_se = share_of_freeze("bn")
-
-    width = int(freeze["width"])
-    rows = [
-        Check(
-            "checkerboard",
-            f"freeze (r = {r:.3f}): every pixel pair inside the stride bounds, largest "
-            f"violation max(R - upper, lower - R)",
-            0.0,
-            float(violation.max()),
-            Z * float(se[off].max()),
-            "at_most",
-            note=f"R = Θ_pp'/Θ_pp averaged over {inits} inits (width {width}, L = {depth}, "
-            f"s = {s}), {n_pairs} pairs; C1 = {c1:.4f} derived from the n = ∞ "
-            f"recursion (largest C(v), v <= {len(limit['c1_curve']) - 1}); tolerance "
-            f"3 x the largest per-pair SE over inits; negative = inside",
-        ),
+    return [
         Check(
             "checkerboard",
             f"chaos (r = {float(limit['r_chaos']):.3f}): pattern absent, spread over v of "
@@ -446,7 +471,6 @@ def check(p: dict, outputs, *, limit: str, nets: list[str]) -> None:
             f"reference rows per init; tolerance 3 SE over inits (delta method)",
         ),
     ]
-    write_checks(outputs[0], rows)
 
 
 def _nets_mem_mb(p: dict, wildcards) -> int:

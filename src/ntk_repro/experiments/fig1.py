@@ -187,14 +187,18 @@ def plot(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
 
 def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
     limit, runs = _load(limit, runs)
-    theta_inf = limit["theta_inf"]
     narrow, wide = runs[0], runs[-1]
+    rows = _init_rows(narrow, wide, limit["theta_inf"]) + _training_rows(narrow, wide)
+    write_checks(outputs[0], rows)
+
+
+def _init_rows(narrow, wide, theta_inf: np.ndarray) -> list[Check]:
+    """(a), (b): the deviation at init is a CLT fluctuation, O(n^-1/2) (NTK paper, Theorem 1).
+
+    Geometric means over every net of a width; standard errors from the spread of log D.
+    """
     n1, n2 = int(narrow["width"]), int(wide["width"])
     scale = math.sqrt(n2 / n1)
-    steps = int(wide["ntk_steps"][-1])
-
-    # (a), (b): the deviation at init is a CLT fluctuation, O(n^-1/2) (NTK paper, Theorem 1).
-    # Geometric means over every net of a width; standard errors from the spread of log D.
     dev1, dev2 = init_deviation(narrow, theta_inf), init_deviation(wide, theta_inf)
     log_d1, se1 = log_mean_and_se(dev1)
     log_d2, se2 = log_mean_and_se(dev2)
@@ -202,19 +206,9 @@ def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
     predicted = d1 / scale
     se_log_ratio = math.hypot(se1, se2)
     ratio = d1 / d2
-
-    # (c): the change during training, over the trained nets.
-    log_c1, ce1 = log_mean_and_se(training_change(narrow))
-    log_c2, ce2 = log_mean_and_se(training_change(wide))
-    c1, c2 = math.exp(log_c1), math.exp(log_c2)
-    change_ratio = c1 / c2
-    se_log_change = math.hypot(ce1, ce2)
-    exponent = math.log(change_ratio) / math.log(n2 / n1)
-    se_exponent = se_log_change / math.log(n2 / n1)
-
     what = "‖Θ_n(x0,·) − Θ∞(x0,·)‖/‖Θ∞(x0,·)‖ at init"
     nets = f"{len(dev1)} and {len(dev2)} nets"
-    rows = [
+    return [
         # exp(log d + 3 se) − d: three standard errors of log d2 and of the extrapolation,
         # mapped back to the scale of d.
         Check(
@@ -238,6 +232,22 @@ def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
             note=f"deviation ∝ n^-1/2; tolerance 3 standard errors of the ratio (from those "
             f"of log D, {nets})",
         ),
+    ]
+
+
+def _training_rows(narrow, wide) -> list[Check]:
+    """(c): the change during training, over the trained nets, falls with width."""
+    n1, n2 = int(narrow["width"]), int(wide["width"])
+    scale = math.sqrt(n2 / n1)
+    steps = int(wide["ntk_steps"][-1])
+    log_c1, ce1 = log_mean_and_se(training_change(narrow))
+    log_c2, ce2 = log_mean_and_se(training_change(wide))
+    c1, c2 = math.exp(log_c1), math.exp(log_c2)
+    change_ratio = c1 / c2
+    se_log_change = math.hypot(ce1, ce2)
+    exponent = math.log(change_ratio) / math.log(n2 / n1)
+    se_exponent = se_log_change / math.log(n2 / n1)
+    return [
         Check(
             "fig1",
             f"‖Θ_T − Θ_0‖/‖Θ_0‖ during {steps} steps: n = {n2} at most n = {n1}",
@@ -260,7 +270,6 @@ def check(p: dict, outputs, *, limit: str, runs: list[str]) -> None:
             f"O(n^-3/4) part; tolerance 3 standard errors",
         ),
     ]
-    write_checks(outputs[0], rows)
 
 
 EXPERIMENT = Experiment(

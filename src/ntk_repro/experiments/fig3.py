@@ -327,14 +327,34 @@ def _by_width(runs, key):
 # --- figure ------------------------------------------------------------------------------------
 
 
+_COLORS = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange"]
+
+
 def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     spec, runs = _load(spectrum, runs)
     lam = spec["eigenvalues"]
     source = str(spec["source"])
     fig, axes = new_figure(2, 2, width=9.6, height=7.0)
-    colors = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange"]
+    _panel_eigenvalues(axes[0, 0], spec)
+    _panel_components(fig, axes[0, 1], spec)
+    _panel_residuals(axes[1, 0], spec, runs)
+    _panel_path(axes[1, 1], runs)
+    fig.suptitle(
+        f"Figure 3: N = {len(lam)} {source} inputs, L = {p['depth']}, β = {p['beta']}, "
+        f"lr = {p['lr']}, trials per width = {p['trials']}"
+    )
+    save_figure(fig, outputs)
 
-    ax = axes[0, 0]
+
+def _width_color(runs, run) -> str:
+    """The colour of a run's width: widths in increasing order take the colours in turn."""
+    widths = sorted({int(r["width"]) for r in runs})
+    return _COLORS[widths.index(int(run["width"])) % len(_COLORS)]
+
+
+def _panel_eigenvalues(ax, spec) -> None:
+    """The top eigenvalues of every net's Gram/N at init, next to those of Θ∞."""
+    lam = spec["eigenvalues"]
     ks = np.arange(1, N_EIGENVALUES + 1)
     for i, width in enumerate(spec["widths"]):
         vals = spec["empirical_eigenvalues"][i]  # (nets, N_EIGENVALUES)
@@ -343,7 +363,7 @@ def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
             np.repeat(ks[None] + shift, len(vals), 0).ravel(),
             vals.ravel(),
             ".",
-            color=colors[i % 5],
+            color=_COLORS[i % len(_COLORS)],
             ms=3,
             alpha=0.7,
             label=f"n = {int(width)} at init",
@@ -356,8 +376,11 @@ def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     ax.set_title(f"NTK kernel PCA: λ1 = {lam[0]:.4g}, λ2 = {lam[1]:.4g}, λ3 = {lam[2]:.4g}")
     ax.legend()
 
-    ax = axes[0, 1]
+
+def _panel_components(fig, ax, spec) -> None:
+    """f(3) against f(2) on the inputs, coloured by class when the labels are known."""
     comps, labels = spec["components"], spec["labels"]
+    source = str(spec["source"])
     if (labels >= 0).any():
         sc = ax.scatter(comps[:, 1], comps[:, 2], c=labels, cmap="tab10", s=6, vmin=-0.5, vmax=9.5)
         fig.colorbar(sc, ax=ax, ticks=range(10), label="class")
@@ -367,12 +390,13 @@ def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     ax.set_ylabel("f(3)(x)")
     ax.set_title(f"2nd and 3rd principal components of Θ∞ ({source})")
 
-    ax = axes[1, 0]
+
+def _panel_residuals(ax, spec, runs) -> None:
+    """‖g_t‖ and ‖h_t‖ over t for every run, against the kernel limit 0.5·exp(−λ2 t)."""
     t = runs[0]["t"]
     ax.plot(t, runs[0]["g_limit"], color="black", lw=1.6, label="0.5·exp(−λ2 t)")
-    widths = sorted({int(r["width"]) for r in runs})
     for r in runs:
-        c = colors[widths.index(int(r["width"])) % 5]
+        c = _width_color(runs, r)
         first = int(r["trial"]) == 0
         ax.plot(
             r["t"],
@@ -402,14 +426,15 @@ def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     )
     ax.legend(ncol=2)
 
-    ax = axes[1, 1]
+
+def _panel_path(ax, runs) -> None:
+    """The path (‖g_t‖, ‖h_t‖) of every run; the kernel limit is the line h = 0."""
     for r in runs:
-        c = colors[widths.index(int(r["width"])) % 5]
         ax.plot(
             r["g"],
             r["h"],
             "-",
-            color=c,
+            color=_width_color(runs, r),
             lw=0.9,
             label=f"n = {int(r['width'])}" if int(r["trial"]) == 0 else None,
         )
@@ -419,11 +444,6 @@ def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     ax.set_ylabel("‖h_t‖")
     ax.set_title("Deviation of f_t from the straight line to f*")
     ax.legend()
-    fig.suptitle(
-        f"Figure 3: N = {len(lam)} {source} inputs, L = {p['depth']}, β = {p['beta']}, "
-        f"lr = {p['lr']}, trials per width = {p['trials']}"
-    )
-    save_figure(fig, outputs)
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -431,13 +451,23 @@ def plot(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
 
 def check(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
     spec, runs = _load(spectrum, runs)
-    lam = spec["eigenvalues"]
     widths = [int(w) for w in spec["widths"]]
     n_small, n_wide = widths[0], widths[-1]
-    # Fluctuations of a finite-width NTK around Θ∞ scale like 1/√n: a spread measured at the
-    # smallest width predicts the spread at the widest.
-    shrink = math.sqrt(n_small / n_wide)
-    rows = [
+    rows = _gap_rows(spec["eigenvalues"])
+    rows += _eigenvalue_rows(spec, n_small, n_wide)
+    rows += _training_rows(spec["eigenvalues"], runs, n_small, n_wide)
+    write_checks(outputs[0], rows)
+
+
+def _shrink(n_small: int, n_wide: int) -> float:
+    """Fluctuations of a finite-width NTK around Θ∞ scale like 1/√n: a spread measured at the
+    smallest width predicts the spread at the widest, times this factor."""
+    return math.sqrt(n_small / n_wide)
+
+
+def _gap_rows(lam: np.ndarray) -> list[Check]:
+    """The spectrum of Θ∞: f(1) and f(2) are separate, simple directions."""
+    return [
         Check(
             "fig3",
             "Θ∞ Gram/N: λ1 > λ2 (gap λ1 − λ2)",
@@ -459,9 +489,15 @@ def check(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
             f"{(lam[1] - lam[2]) / lam[1]:.3g} (paper 0.28): f(2) is a simple direction",
         ),
     ]
+
+
+def _eigenvalue_rows(spec, n_small: int, n_wide: int) -> list[Check]:
+    """The top eigenvalues of the widest net at init against those of Θ∞."""
+    lam = spec["eigenvalues"]
     emp = spec["empirical_eigenvalues"]  # (W, nets, N_EIGENVALUES)
     rel = emp[..., :N_COMPONENTS] / lam[None, None, :N_COMPONENTS] - 1.0
     n_nets = emp.shape[1]
+    rows = []
     for k in range(N_COMPONENTS):
         rms_small = float(np.sqrt(np.mean(rel[0, :, k] ** 2)))
         rows.append(
@@ -470,7 +506,7 @@ def check(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
                 f"λ{k + 1} of the n = {n_wide} net at init vs Θ∞: relative difference",
                 0.0,
                 rel[-1, 0, k],
-                N_SIGMA * rms_small * shrink,
+                N_SIGMA * rms_small * _shrink(n_small, n_wide),
                 "abs",
                 note=f"tolerance {N_SIGMA:g} x RMS relative difference over {n_nets} nets at "
                 f"n = {n_small} ({rms_small:.3g}) x sqrt({n_small}/{n_wide}) (1/sqrt(n) "
@@ -478,9 +514,17 @@ def check(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
                 f"{float(np.sqrt(np.mean(rel[-1, :, k] ** 2))):.3g}",
             )
         )
+    return rows
+
+
+def _training_rows(lam: np.ndarray, runs, n_small: int, n_wide: int) -> list[Check]:
+    """Training along f(2): ‖g_t‖ follows the kernel limit and ‖h_t‖ shrinks with width."""
+    shrink = _shrink(n_small, n_wide)
     g_dev = _by_width(runs, "g_dev")
     dev_small = float(np.sqrt(np.mean(g_dev[n_small] ** 2)))
-    rows.append(
+    h_max = {w: np.array([h.max() for h in hs]) for w, hs in _by_width(runs, "h").items()}
+    ratio = float(h_max[n_wide].mean() / h_max[n_small].mean())
+    return [
         Check(
             "fig3",
             f"max_t |‖g_t‖ − 0.5 exp(−λ2 t)| / 0.5 at n = {n_wide} (worst trial)",
@@ -491,11 +535,7 @@ def check(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
             note=f"tolerance {N_SIGMA:g} x RMS over trials at n = {n_small} ({dev_small:.3g}) x "
             f"sqrt({n_small}/{n_wide}): the deviation from the kernel limit is O(1/sqrt(n)); "
             f"λ2 = {lam[1]:.4g}, λ2·t_end = {lam[1] * runs[0]['t'][-1]:.2f}",
-        )
-    )
-    h_max = {w: np.array([h.max() for h in hs]) for w, hs in _by_width(runs, "h").items()}
-    ratio = float(h_max[n_wide].mean() / h_max[n_small].mean())
-    rows.append(
+        ),
         Check(
             "fig3",
             f"max_t ‖h_t‖ shrinks with width: ratio n = {n_wide} / n = {n_small}",
@@ -505,9 +545,8 @@ def check(p: dict, outputs, *, spectrum: str, runs: list[str]) -> None:
             "at_most",
             note=f"trial means {h_max[n_small].mean():.3g} -> {h_max[n_wide].mean():.3g}; "
             f"1/sqrt(n) scaling predicts {shrink:.3g}",
-        )
-    )
-    write_checks(outputs[0], rows)
+        ),
+    ]
 
 
 EXPERIMENT = Experiment(

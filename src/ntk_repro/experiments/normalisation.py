@@ -201,10 +201,17 @@ def _width_axis(ax, widths) -> None:
 def plot(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str]) -> None:
     limit, runs = _load(limit, {"layer": layer, "batch_last": batch_last})
     fig, (ax_ln, ax_bn) = new_figure(1, 2, width=10.0, height=3.9)
-    widths, errs = relative_errors(runs["layer"], limit["theta_bar"])
+    _panel_layernorm(ax_ln, p, limit, runs["layer"])
+    _panel_batchnorm(ax_bn, p, limit, runs["batch_last"])
+    save_figure(fig, outputs)
+
+
+def _panel_layernorm(ax, p: dict, limit, layer_runs) -> None:
+    """Relative error of the LayerNorm nets against Θ∞ of σ̄ (fitted power law) and of σ."""
+    widths, errs = relative_errors(layer_runs, limit["theta_bar"])
     slope, slope_se, intercept = loglog_slope(widths, errs)
     for j in range(errs.shape[1]):
-        ax_ln.plot(
+        ax.plot(
             widths,
             errs[:, j],
             "o",
@@ -213,9 +220,9 @@ def plot(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str
             alpha=0.5,
             label="LayerNorm net vs Θ∞(σ̄), one seed each" if j == 0 else None,
         )
-    ax_ln.plot(widths, errs.mean(1), "-", color="tab:blue", lw=1.2, label="mean over seeds")
+    ax.plot(widths, errs.mean(1), "-", color="tab:blue", lw=1.2, label="mean over seeds")
     grid = np.geomspace(widths.min(), widths.max(), 50)
-    ax_ln.plot(
+    ax.plot(
         grid,
         np.exp(intercept) * grid**slope,
         "--",
@@ -223,8 +230,8 @@ def plot(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str
         lw=1,
         label=f"fit: slope {slope:.3f} ± {slope_se:.3f}",
     )
-    raw_errs = relative_errors(runs["layer"], limit["theta_raw"])[1]
-    ax_ln.plot(
+    raw_errs = relative_errors(layer_runs, limit["theta_raw"])[1]
+    ax.plot(
         widths,
         raw_errs.mean(1),
         "s-",
@@ -233,22 +240,24 @@ def plot(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str
         lw=0.8,
         label=f"LayerNorm net vs Θ∞ of the plain σ = {p['activation']}: no convergence",
     )
-    ax_ln.set_yscale("log")
-    _width_axis(ax_ln, widths)
-    ax_ln.set_xlabel("width n")
-    ax_ln.set_ylabel("‖Θ_n − Θ∞‖_F / ‖Θ∞‖_F")
-    ax_ln.set_title(
+    ax.set_yscale("log")
+    _width_axis(ax, widths)
+    ax.set_xlabel("width n")
+    ax.set_ylabel("‖Θ_n − Θ∞‖_F / ‖Θ∞‖_F")
+    ax.set_title(
         f"LayerNorm ≈ σ̄ = normalised {p['activation']} "
         f"(L = {p['depth']}, β = {p['beta']}, N = {p['n_points']})"
     )
-    ax_ln.legend(loc="lower left", fontsize=7)
+    ax.legend(loc="lower left", fontsize=7)
 
-    bn_runs = runs["batch_last"]
+
+def _panel_batchnorm(ax, p: dict, limit, bn_runs) -> None:
+    """Constant mode of the nets with BN after the last layer, and of the same nets without."""
     bn_widths = np.array([int(r["width"]) for r in bn_runs])
     beta2 = p["beta"] ** 2
     for i, run in enumerate(bn_runs):
         w = np.full(run["theta"].shape[0], bn_widths[i])
-        ax_bn.plot(
+        ax.plot(
             w,
             constant_mode(run["theta"]),
             "o",
@@ -256,7 +265,7 @@ def plot(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str
             ms=4,
             label="BN after the last non-linearity" if i == 0 else None,
         )
-        ax_bn.plot(
+        ax.plot(
             w,
             constant_mode(run["theta_plain"]),
             "s",
@@ -265,29 +274,28 @@ def plot(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str
             alpha=0.7,
             label="same nets without BN" if i == 0 else None,
         )
-    ax_bn.axhline(
+    ax.axhline(
         constant_mode(limit["theta_bn_plain"]),
         color="tab:gray",
         ls="--",
         lw=1,
         label="without BN, n = ∞",
     )
-    ax_bn.axhline(beta2, color="tab:green", ls=":", lw=1.2, label=f"β² = {beta2:g}")
-    _width_axis(ax_bn, bn_widths)
-    ax_bn.set_xlabel("width n")
-    ax_bn.set_ylabel("constant mode (1/N²) Σ_ij Θ(x_i, x_j)")
+    ax.axhline(beta2, color="tab:green", ls=":", lw=1.2, label=f"β² = {beta2:g}")
+    _width_axis(ax, bn_widths)
+    ax.set_xlabel("width n")
+    ax.set_ylabel("constant mode (1/N²) Σ_ij Θ(x_i, x_j)")
     top = max(
         float(constant_mode(r["theta_plain"]).max()) if r["theta_plain"].size else 0.0
         for r in bn_runs
     )
     top = max(top, float(constant_mode(limit["theta_bn_plain"])), beta2)
-    ax_bn.set_ylim(0, 1.45 * top)  # headroom for the legend
-    ax_bn.set_title(
+    ax.set_ylim(0, 1.45 * top)  # headroom for the legend
+    ax.set_title(
         f"BatchNorm kills the constant mode ({p['bn_activation']}, "
         f"{bn_runs[0]['theta'].shape[0]} seeds)"
     )
-    ax_bn.legend(loc="upper right", ncol=2, fontsize=7)
-    save_figure(fig, outputs)
+    ax.legend(loc="upper right", ncol=2, fontsize=7)
 
 
 def check(p: dict, outputs, *, limit: str, layer: list[str], batch_last: list[str]) -> None:

@@ -232,12 +232,19 @@ _COLORS = {"relu": "tab:blue", "erf": "tab:orange", "tanh": "tab:green"}
 
 def plot(p: dict, outputs, *, limit: str) -> None:
     res = _load(limit)
-    depths = res["depths"]
-    max_depth = int(depths[-1])
     fig, axes = new_figure(2, 3, width=13.0, height=7.6)
     net_colors = [f"C{k + 3}" for k in range(len(res["names"]))]
+    _panel_order_parameter(axes[0, 0], res, net_colors)
+    _panel_freeze(axes[0, 1], res, net_colors)
+    _panel_off_diagonal(axes[0, 2], res, net_colors)
+    _panel_distance(axes[1, 0], res, net_colors)
+    _panel_condition(axes[1, 1], res, net_colors)
+    _panel_constant_mode(axes[1, 2], res, net_colors)
+    save_figure(fig, outputs)
 
-    ax = axes[0, 0]
+
+def _panel_order_parameter(ax, res: dict, net_colors: list[str]) -> None:
+    """r over β per activation (quadrature lines, closed-form circles) and the networks' r."""
     betas = res["betas"]
     for name in res["activation_names"]:
         scaled = res[f"r_quad_scaled_{name}"]
@@ -266,42 +273,14 @@ def plot(p: dict, outputs, *, limit: str) -> None:
     ax.set_title("Order parameter (lines: quadrature, o: closed form, ★: networks)")
     ax.legend(loc="lower left")
 
-    ax = axes[0, 1]
+
+def _panel_freeze(ax, res: dict, net_colors: list[str]) -> None:
+    """The freeze deficit over depth of every freeze network, with its bound or rate."""
+    max_depth = int(res["depths"][-1])
     for k, name in enumerate(res["names"]):
         if res["regimes"][k] != "freeze":
             continue
-        r = float(res["r"][k])
-        deficit = freeze_deficit(res, k)
-        last = resolved_depth(res, k)
-        ax.semilogy(
-            depths[:last],
-            deficit[:last],
-            "o-",
-            ms=3,
-            color=net_colors[k],
-            label=f"{name}: 1 − min Θ(x,y)/Θ(x,x)",
-        )
-        tail = deficit[last - 1 :] > 0
-        ax.semilogy(
-            depths[last - 1 :][tail],
-            deficit[last - 1 :][tail],
-            "o-",
-            ms=2,
-            alpha=0.3,
-            color=net_colors[k],
-        )
-        if res["kinked"][k]:
-            ref = deficit[last - 1] * r ** ((depths - last) / 2.0)
-            ax.semilogy(depths, ref, ":", color=net_colors[k], label="∝ r^(L/2) (ReLU kink)")
-        else:
-            c_bound = bound_constant(deficit, r, max(max_depth // 2, 1))
-            ax.semilogy(
-                depths,
-                c_bound * depths * r**depths,
-                "--",
-                color=net_colors[k],
-                label=f"bound C·L·r^L, C = {c_bound:.3g}",
-            )
+        _freeze_curves(ax, res, k, name, net_colors[k])
     ax.axhspan(1e-17, float64_resolution(max_depth), color="0.9", label="float64 rounding")
     ax.set_ylim(1e-17, 3.0)
     ax.set_xlabel("depth L")
@@ -312,7 +291,48 @@ def plot(p: dict, outputs, *, limit: str) -> None:
     )
     ax.legend(loc="lower left")
 
-    ax = axes[0, 2]
+
+def _freeze_curves(ax, res: dict, k: int, name: str, color: str) -> None:
+    """One freeze network: resolved deficit, faint unresolved tail, and r^(L/2) or C·L·r^L."""
+    depths = res["depths"]
+    max_depth = int(depths[-1])
+    r = float(res["r"][k])
+    deficit = freeze_deficit(res, k)
+    last = resolved_depth(res, k)
+    ax.semilogy(
+        depths[:last],
+        deficit[:last],
+        "o-",
+        ms=3,
+        color=color,
+        label=f"{name}: 1 − min Θ(x,y)/Θ(x,x)",
+    )
+    tail = deficit[last - 1 :] > 0
+    ax.semilogy(
+        depths[last - 1 :][tail],
+        deficit[last - 1 :][tail],
+        "o-",
+        ms=2,
+        alpha=0.3,
+        color=color,
+    )
+    if res["kinked"][k]:
+        ref = deficit[last - 1] * r ** ((depths - last) / 2.0)
+        ax.semilogy(depths, ref, ":", color=color, label="∝ r^(L/2) (ReLU kink)")
+    else:
+        c_bound = bound_constant(deficit, r, max(max_depth // 2, 1))
+        ax.semilogy(
+            depths,
+            c_bound * depths * r**depths,
+            "--",
+            color=color,
+            label=f"bound C·L·r^L, C = {c_bound:.3g}",
+        )
+
+
+def _panel_off_diagonal(ax, res: dict, net_colors: list[str]) -> None:
+    """Mean and largest off-diagonal Θ(x,y)/Θ(x,x) over depth, against the claimed limits."""
+    depths = res["depths"]
     for k, name in enumerate(res["names"]):
         ax.semilogy(depths, res["c"][k], "-", color=net_colors[k], label=f"{name}: mean c")
         ax.semilogy(
@@ -327,7 +347,11 @@ def plot(p: dict, outputs, *, limit: str) -> None:
     )
     ax.legend(loc="lower left", ncol=2, fontsize=7)
 
-    ax = axes[1, 0]
+
+def _panel_distance(ax, res: dict, net_colors: list[str]) -> None:
+    """RMS distance to (1−c)·I + c·11ᵀ over depth, with a 1/L guide at the edge."""
+    depths = res["depths"]
+    max_depth = int(depths[-1])
     for k, name in enumerate(res["names"]):
         ax.loglog(depths, res["distance"][k], color=net_colors[k], label=name)
     if "edge" in list(res["regimes"]):
@@ -339,21 +363,24 @@ def plot(p: dict, outputs, *, limit: str) -> None:
     ax.set_title("RMS distance of Θ/Θ(x,x) to (1−c)·I + c·11ᵀ")
     ax.legend(loc="lower left")
 
-    ax = axes[1, 1]
+
+def _panel_condition(ax, res: dict, net_colors: list[str]) -> None:
+    depths = res["depths"]
     for k, name in enumerate(res["names"]):
         ax.semilogy(depths, res["cond"][k], color=net_colors[k], label=name)
     ax.set_xlabel("depth L")
     ax.set_title("Condition number λmax/λmin of the Gram (resolved values)")
     ax.legend(loc="upper left")
 
-    ax = axes[1, 2]
+
+def _panel_constant_mode(ax, res: dict, net_colors: list[str]) -> None:
+    depths = res["depths"]
     for k, name in enumerate(res["names"]):
         ax.plot(depths, res["share"][k], color=net_colors[k], label=name)
     ax.set_xlabel("depth L")
     ax.set_ylim(0, 1.02)
     ax.set_title("Share of the constant mode 1ᵀΘ1 / (N·tr Θ)")
     ax.legend(loc="center right")
-    save_figure(fig, outputs)
 
 
 # --- claims ------------------------------------------------------------------------------------
@@ -361,6 +388,12 @@ def plot(p: dict, outputs, *, limit: str) -> None:
 
 def check(p: dict, outputs, *, limit: str) -> None:
     res = _load(limit)
+    rows = _quadrature_rows(res) + _network_rows(res)
+    write_checks(outputs[0], rows)
+
+
+def _quadrature_rows(res: dict) -> list[Check]:
+    """The order parameter claims: scaled ReLU's r, and E σ̄'² > 1 unless σ is affine."""
     rows = []
     quad_err = float(res["quadrature_moment_error"])
     # The quadrature error on E z^{2k}, k ≤ 4, bounds that on E σ'² (σ' is a step or smooth);
@@ -408,7 +441,11 @@ def check(p: dict, outputs, *, limit: str) -> None:
             note="the one σ that stays at r = 1 - β² after normalising",
         )
     )
+    return rows
 
+
+def _network_rows(res: dict) -> list[Check]:
+    """The depth claims of every network, by its regime."""
     max_depth = int(res["depths"][-1])
     slack = float64_resolution(max_depth)
     too_shallow = (
@@ -419,28 +456,30 @@ def check(p: dict, outputs, *, limit: str) -> None:
             "converge like 1/L² and are pre-asymptotic at this depth"
         )
     )
+    rows = []
     for k, name in enumerate(res["names"]):
         regime, r = res["regimes"][k], float(res["r"][k])
         if regime == "freeze":
             rows.extend(_freeze_rows(res, k, name, r, max_depth, slack, too_shallow))
         elif regime == "chaos":
-            value = float(res["max_offdiag"][k][-1])
-            rows.append(
-                Check(
-                    "phase",
-                    f"{name} (chaos, r = {r:.3g}): max off-diagonal |Θ(x,y)|/Θ(x,x) over "
-                    f"{int(res['n_points'])} sphere points at L = {max_depth}",
-                    CHAOS_RATIO_BOUND,
-                    value,
-                    0.0,
-                    "at_most",
-                    note="theory: Θ(x,y) tends to a finite limit while Θ(x,x) = (r^L-1)/(r-1) "
-                    "grows, so the ratio decays like r^-L",
-                )
-            )
+            rows.append(_chaos_row(res, k, name, r, max_depth))
         elif regime == "edge":
             rows.extend(_edge_rows(res, k, name, r, max_depth, too_shallow))
-    write_checks(outputs[0], rows)
+    return rows
+
+
+def _chaos_row(res, k, name, r, max_depth) -> Check:
+    return Check(
+        "phase",
+        f"{name} (chaos, r = {r:.3g}): max off-diagonal |Θ(x,y)|/Θ(x,x) over "
+        f"{int(res['n_points'])} sphere points at L = {max_depth}",
+        CHAOS_RATIO_BOUND,
+        float(res["max_offdiag"][k][-1]),
+        0.0,
+        "at_most",
+        note="theory: Θ(x,y) tends to a finite limit while Θ(x,x) = (r^L-1)/(r-1) "
+        "grows, so the ratio decays like r^-L",
+    )
 
 
 def _freeze_rows(res, k, name, r, max_depth, slack, too_shallow) -> list[Check]:
