@@ -549,6 +549,12 @@ def _training_rows(lam: np.ndarray, runs, n_small: int, n_wide: int) -> list[Che
     ]
 
 
+def _kernel_mem_mb(p: dict, wildcards) -> int:
+    # float64 nets of the widest width (~10 bytes per weight with the NTK factors): width 10000,
+    # depth 4 of the paper preset needs ~5.4 GB, extrapolated from widths 1000-4000.
+    return max(4000, 2000 + max(p["widths"]) ** 2 * p["depth"] * 10 // 2**20)
+
+
 EXPERIMENT = Experiment(
     name="fig3",
     order=30,
@@ -562,7 +568,7 @@ EXPERIMENT = Experiment(
             inputs={"images": "images"},
             threads=2,
             gpu=True,
-            mem_mb=4000,
+            mem_mb=_kernel_mem_mb,
             runtime=60,
         ),
         Job(
