@@ -84,3 +84,17 @@ def test_params_hold_only_what_the_experiment_declares(name):
     extra = set(p) - set(cfg[name])
     if "model" not in exp.uses:  # e.g. Freeze & Chaos: model.beta never reaches them
         assert not (extra & {"beta", "depth"} - set(cfg[name])), extra
+
+
+def test_an_input_from_a_job_over_wildcards_is_always_a_list():
+    from argparse import Namespace
+
+    from ntk_repro.run import _keywords
+
+    exp = registry()["fig2"]
+    one_width = Namespace(step="plot", input=[["limit", "l.npz"], ["runs", "w50.npz"]], wildcard=[])
+    assert _keywords(one_width, exp) == {"limit": "l.npz", "runs": ["w50.npz"]}
+    train = Namespace(step="train", input=[], wildcard=["width=50"])
+    assert _keywords(train, exp) == {"width": "50"}
+    nets = Namespace(step="layer", input=[], wildcard=["width=64"])
+    assert _keywords(nets, registry()["normalisation"]) == {"norm": "layer", "width": "64"}

@@ -35,24 +35,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         metavar=("NAME", "PATH"),
         help="a named input and its file(s)",
     )
-    parser.add_argument(
-        "--many",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="an input that is a list of files even when it holds one",
-    )
     parser.add_argument("--output", nargs="+", required=True, help="output files")
     parser.add_argument("--wildcard", nargs="*", default=[], metavar="KEY=VALUE")
     return parser.parse_args(argv)
 
 
-def _keywords(args: argparse.Namespace, fixed: dict) -> dict:
-    keywords = dict(fixed)
+def _keywords(args: argparse.Namespace, exp) -> dict:
+    """The stage's keywords: fixed values, named inputs and wildcards.
+
+    An input is a list of files when the job it comes from runs over wildcard values (the
+    declaration says so), even when that list holds a single file.
+    """
+    plotting = args.step in ("plot", "check")
+    sources = exp.figure_inputs if plotting else exp.job(args.step).inputs
+    keywords = {} if plotting else dict(exp.job(args.step).fixed)
     for name, *paths in args.input:
         if not paths:
             raise ValueError(f"--input {name} names no file")
-        keywords[name] = paths if name in args.many or len(paths) > 1 else paths[0]
+        many = exp.job(sources[name]).each is not None if name in sources else len(paths) > 1
+        keywords[name] = paths if many else paths[0]
     for item in args.wildcard:
         key, sep, value = item.partition("=")
         if not sep:
@@ -76,9 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     exp = experiments[args.experiment]
     try:
         stage = exp.stage(args.step)
-        fixed = {} if args.step in ("plot", "check") else dict(exp.job(args.step).fixed)
         params = json.loads(args.params)
-        keywords = _keywords(args, fixed)
+        keywords = _keywords(args, exp)
     except (KeyError, ValueError, json.JSONDecodeError) as err:
         print(f"error: {args.experiment} {args.step}: {err}", file=sys.stderr)
         return 2

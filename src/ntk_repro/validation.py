@@ -128,11 +128,3 @@ def check_tensor(
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or inf (in {dtype})")
     return t.to(device=device)
-
-
-def require_finite(name: str, **arrays) -> None:
-    """Raise ValueError naming ``name`` and the array key if any array holds NaN or inf."""
-    for key, value in arrays.items():
-        value = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
-        if not np.isfinite(np.asarray(value)).all():
-            raise ValueError(f"{name}: {key} contains NaN or inf")

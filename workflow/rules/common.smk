@@ -42,8 +42,7 @@ STEP_SHELL = (
 
 
 def input_args(exp, sources):
-    """params function: ``--input NAME FILE...`` per named input (``--many`` for lists)."""
-    many = {name for name, job_name in sources.items() if exp.job(job_name).each}
+    """params function: ``--input NAME FILE...`` per named input of the step."""
 
     def args(wildcards, input):
         parts = []
@@ -51,8 +50,6 @@ def input_args(exp, sources):
             files = input[name]
             files = [files] if isinstance(files, str) else list(files)
             parts.append(f"--input {name} " + " ".join(shlex.quote(f) for f in files))
-            if name in many:
-                parts.append(f"--many {name}")
         return " ".join(parts)
 
     return args
