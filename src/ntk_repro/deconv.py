@@ -31,6 +31,16 @@ NTK over output pixels (and output channels), for a batch x (N, n0, *m0):
 and for ``norm="batch"`` from the Jacobian of the whole batch (the output of one sample depends
 on the others). :func:`deconv_ntk_limit` is the infinite-channel limit for one input, by the
 same layer map as :mod:`ntk_repro.kernels` applied to every pair of pixels.
+
+Border artefacts (options, off by default): ``kernel_size`` k > s and ``padding`` p give the
+transposed convolution of torch (output size (m − 1)s − 2p + k per axis). Pixel a of layer ℓ then
+receives e(a) spatial edges (taps t with a parent b = (a + p − t)/s inside the image), fewer near
+the border. ``scaling="uniform"`` scales every pre-activation by s_W/√(n·(k/s)^dim) (the interior
+fan-in, = s_W/√n for k = s); ``scaling="graph"`` by s_W/√(n·e(a)), its actual number of incoming
+edges (:func:`edge_counts`). Without padding and with k = s every e(a) = 1 and all options
+reproduce the plain net bit for bit. :func:`deconv_ntk_limit` covers these nets by the same
+recursion, the connector summing over taps (pixels are no longer a tree);
+:func:`ntk_diagonal` gives the exact empirical diagonal for any net.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from ntk_repro.kernels import check_hyperparameters, layer_step, weight_gain
 from ntk_repro.validation import as_real_tensor, check_int
 
 NORMS = (None, "batch")
+SCALINGS = ("uniform", "graph")
 _BN_EPS = 1e-12  # only guards a division by an exactly constant channel
 _TRANSPOSED_CONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d}
 _BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
@@ -60,20 +71,23 @@ def _spatial(shape, dim: int, name: str) -> tuple[int, ...]:
 
 
 class DeconvNet(nn.Module):
-    """Stack of ``depth`` transposed convolutions with stride = kernel size = ``stride``.
+    """Stack of ``depth`` transposed convolutions with stride ``stride`` (= kernel size by default).
 
     Parameters
     ----------
     in_channels : n0.  width : channels n1 = … = n_{L−1}.  depth : L >= 1.
-    stride : s >= 2 (also the kernel size).  dim : 1 (signals) or 2 (images).
+    stride : s >= 2 (and the kernel size by default).  dim : 1 (signals) or 2 (images).
     beta : bias balance in [0, 1].  activation : spec (see :mod:`ntk_repro.activations`).
     parametrization : "balanced" (s_W = √(1 − β²)) or "ntk2018" (s_W = 1).
     out_channels : channels of the output.  norm : None or "batch" (see module notes).
     generator : torch.Generator for the N(0, 1) initialisation (drawn on the CPU, so a seed
         gives the same net on every device).  device, dtype : where the parameters live.
+    kernel_size : k >= s (default s), padding : p >= 0 (default 0), scaling : "uniform" or
+        "graph" — border artefacts (module notes); the defaults give the plain net bit for bit.
 
-    Forward: x (N, in_channels, *m0) → (N, out_channels, *(m0·s^L)).
-    Parameters: ``weights[ℓ]`` of shape (n_ℓ, n_{ℓ+1}, s, …) (torch's transposed-convolution
+    Forward: x (N, in_channels, *m0) → (N, out_channels, *m_L), m_L = m0·s^L without padding
+    (:func:`layer_shapes`).
+    Parameters: ``weights[ℓ]`` of shape (n_ℓ, n_{ℓ+1}, k, …) (torch's transposed-convolution
     layout: in, out, taps) and ``biases[ℓ]`` of shape (n_{ℓ+1},), ℓ = 0 … L − 1.
     """
 
@@ -93,6 +107,9 @@ class DeconvNet(nn.Module):
         generator: torch.Generator | None = None,
         device=None,
         dtype: torch.dtype = torch.float32,
+        kernel_size: int | None = None,
+        padding: int = 0,
+        scaling: str = "uniform",
     ):
         super().__init__()
         self.activation = check_hyperparameters(depth, beta, activation, parametrization)
@@ -103,6 +120,15 @@ class DeconvNet(nn.Module):
         ):
             check_int(value, name, minimum=1)
         self.stride = check_int(stride, "stride", minimum=2)
+        self.kernel_size = (
+            self.stride if kernel_size is None else check_int(kernel_size, "kernel_size", minimum=1)
+        )
+        self.padding = check_int(padding, "padding", minimum=0)
+        if self.kernel_size < self.stride:  # some pixels would get no edge at all
+            raise ValueError(f"kernel_size must be >= stride {self.stride}, got {kernel_size!r}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling {scaling!r} is unknown; choose one of {list(SCALINGS)}")
+        self.scaling = scaling
         if dim not in _TRANSPOSED_CONV:
             raise ValueError(f"dim must be 1 or 2, got {dim!r}")
         if norm not in NORMS:
@@ -118,7 +144,12 @@ class DeconvNet(nn.Module):
         channels = self.channels
         for n_in, n_out in zip(channels[:-1], channels[1:]):
             w = torch.randn(
-                n_in, n_out, *([self.stride] * dim), generator=generator, dtype=dtype, device="cpu"
+                n_in,
+                n_out,
+                *([self.kernel_size] * dim),
+                generator=generator,
+                dtype=dtype,
+                device="cpu",
             )
             b = torch.randn(n_out, generator=generator, dtype=dtype, device="cpu")
             self.weights.append(nn.Parameter(w.to(dev)))
@@ -143,14 +174,35 @@ class DeconvNet(nn.Module):
     def output_shape(self, input_shape) -> tuple[int, ...]:
         """Spatial output shape for the spatial input shape m0."""
         m0 = _spatial(input_shape, self.dim, "input_shape")
-        return tuple(m * self.stride**self.depth for m in m0)
+        return layer_shapes(m0, self.stride, self.depth, self.kernel_size, self.padding)[-1]
+
+    @property
+    def plain(self) -> bool:
+        """True for kernel = stride and no padding: the pixel tree, one edge per pixel."""
+        return self.kernel_size == self.stride and self.padding == 0
 
     def preactivation(self, layer: int, h: torch.Tensor) -> torch.Tensor:
-        """α̃(layer+1) from α(layer): s_W/√n · W ⊛_s h + β b."""
+        """α̃(layer+1) from α(layer): s_W/√n · W ⊛_s h + β b (per-pixel scale if "graph")."""
         w, b = self.weights[layer], self.biases[layer]
-        out = _TRANSPOSED_CONV[self.dim](h, w, stride=self.stride)
-        scale = self.weight_scale / math.sqrt(w.shape[0])
-        return out.mul(scale).add(b.view(-1, *([1] * self.dim)), alpha=self.beta)
+        if self.plain:  # the original code path, kept bit for bit
+            out = _TRANSPOSED_CONV[self.dim](h, w, stride=self.stride)
+            scale = self.weight_scale / math.sqrt(w.shape[0])
+            return out.mul(scale).add(b.view(-1, *([1] * self.dim)), alpha=self.beta)
+        out = _TRANSPOSED_CONV[self.dim](h, w, stride=self.stride, padding=self.padding)
+        scale = self.pixel_scale(tuple(h.shape[2:])).to(device=out.device, dtype=out.dtype)
+        return out.mul(scale.div(math.sqrt(w.shape[0]))).add(
+            b.view(-1, *([1] * self.dim)), alpha=self.beta
+        )
+
+    def pixel_scale(self, in_shape: tuple[int, ...]) -> torch.Tensor:
+        """s_W/√(e(a)) (graph) or s_W/√((k/s)^dim) (uniform) over the layer's output pixels,
+        float64 (*m_out), for a layer input of spatial shape ``in_shape``."""
+        edges = edge_counts(in_shape, self.kernel_size, self.stride, self.padding)
+        if self.scaling == "graph":
+            rel = edges.astype(np.float64)
+        else:
+            rel = np.full(edges.shape, (self.kernel_size / self.stride) ** self.dim)
+        return torch.as_tensor(self.weight_scale / np.sqrt(rel))
 
     def hidden(self, layer: int, pre: torch.Tensor) -> torch.Tensor:
         """α(layer+1) from α̃(layer+1): the non-linearity and the optional BatchNorm."""
@@ -175,7 +227,48 @@ class DeconvNet(nn.Module):
             f"channels={self.channels}, stride={self.stride}, dim={self.dim}, "
             f"beta={self.beta}, activation={self.activation.spec!r}, "
             f"parametrization={self.parametrization!r}, norm={self.norm!r}"
+            + ("" if self.plain else f", kernel_size={self.kernel_size}, padding={self.padding}")
+            + ("" if self.scaling == "uniform" else f", scaling={self.scaling!r}")
         )
+
+
+# --- padding and edge counts -------------------------------------------------------------------
+
+
+def layer_shapes(input_shape, stride: int, depth: int, kernel_size=None, padding: int = 0):
+    """Spatial shapes of layers 0 … L: m_{ℓ+1} = (m_ℓ − 1)s − 2p + k per axis (k = s, p = 0:
+    m0·s^ℓ). Raises ValueError if a layer would be empty."""
+    k = stride if kernel_size is None else kernel_size
+    shapes = [tuple(int(m) for m in input_shape)]
+    for _ in range(depth):
+        nxt = tuple((m - 1) * stride - 2 * padding + k for m in shapes[-1])
+        if min(nxt) < 1:
+            raise ValueError(
+                f"padding {padding} is too large for kernel_size {k}, stride {stride} and "
+                f"input shape {shapes[0]}: a layer would be empty"
+            )
+        shapes.append(nxt)
+    return shapes
+
+
+def tap_parents(in_size: int, kernel_size: int, stride: int, padding: int) -> np.ndarray:
+    """Parent of every output pixel through every tap along one axis: int (m_out, k), the input
+    pixel b with a = b·s + t − p, or −1 where that b lies outside 0 … in_size − 1."""
+    m_out = (in_size - 1) * stride - 2 * padding + kernel_size
+    a = np.arange(m_out)[:, None] + padding - np.arange(kernel_size)[None, :]
+    b = a // stride
+    ok = (a % stride == 0) & (b >= 0) & (b < in_size)
+    return np.where(ok, b, -1)
+
+
+def edge_counts(in_shape, kernel_size: int, stride: int, padding: int) -> np.ndarray:
+    """e(a): the number of spatial edges into every output pixel of one transposed convolution
+    (an all-ones input convolved with an all-ones kernel). int array of the output shape."""
+    counts = [(tap_parents(m, kernel_size, stride, padding) >= 0).sum(1) for m in in_shape]
+    out = counts[0]
+    for c in counts[1:]:
+        out = np.multiply.outer(out, c)
+    return out
 
 
 # --- the pixel tree ----------------------------------------------------------------------------
@@ -346,7 +439,8 @@ def deconv_ntk(model: DeconvNet, x, *, method: str = "auto") -> torch.Tensor:
     ----------
     model : DeconvNet at its current parameters.
     x : tensor or array (N, n0, *m0); cast to the model's dtype and device.
-    method : "auto" (structured formula for ``norm=None``, else the batch Jacobian),
+    method : "auto" (structured formula for ``norm=None`` on the pixel tree, else the batch
+        Jacobian),
         "structured" or "jacobian".
 
     Returns
@@ -361,8 +455,10 @@ def deconv_ntk(model: DeconvNet, x, *, method: str = "auto") -> torch.Tensor:
         raise ValueError(f"method {method!r} is unknown; choose auto, structured or jacobian")
     if method == "structured" and model.norm is not None:
         raise ValueError("the structured formula needs norm=None (BatchNorm couples the batch)")
+    if method == "structured" and not model.plain:
+        raise ValueError("the structured formula needs kernel_size = stride and padding = 0")
     t = _as_batch(model, x)
-    if method == "jacobian" or model.norm is not None:
+    if method == "jacobian" or model.norm is not None or not model.plain:
         return _jacobian_ntk(model, t)
     return _structured_ntk(model, t)
 
@@ -397,6 +493,60 @@ def ntk_rows(model: nn.Module, x, rows) -> torch.Tensor:
     return vmap(push)(grads).detach()
 
 
+def ntk_diagonal(model: nn.Module, x, *, chunk: int = 64) -> torch.Tensor:
+    """Exact empirical NTK diagonal Θ[i, i, o, o] = ‖∂f_o(x_i)/∂θ‖² of every sample and output,
+    by vector–Jacobian products batched over ``chunk`` outputs (no full Jacobian is held).
+
+    x : (N, ...) batch as the model expects. Returns a tensor (N, Q) in the model's dtype.
+    """
+    from torch.func import functional_call, vjp, vmap
+
+    chunk = check_int(chunk, "chunk", minimum=1)
+    t = _as_batch(model, x) if isinstance(model, DeconvNet) else x
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+
+    def batch_output(p):
+        return functional_call(model, (p, buffers), (t,)).reshape(-1)
+
+    out, pullback = vjp(batch_output, params)
+    diag = torch.zeros_like(out)
+    for start in range(0, out.shape[0], chunk):
+        idx = torch.arange(start, min(start + chunk, out.shape[0]), device=out.device)
+        cot = torch.zeros(idx.shape[0], out.shape[0], dtype=out.dtype, device=out.device)
+        cot[torch.arange(idx.shape[0], device=out.device), idx] = 1.0
+        grads = vmap(pullback)(cot)[0]
+        diag[idx] = sum(g.reshape(idx.shape[0], -1).pow(2).sum(1) for g in grads.values())
+    return diag.view(t.shape[0], -1).detach()
+
+
+def layer_ntks(model: DeconvNet, x) -> torch.Tensor:
+    """Each layer's contribution to the NTK: Θ_ℓ = J_ℓ J_ℓᵀ with J_ℓ the Jacobian of the whole
+    batch output in the weights and bias of layer ℓ, so that Θ = Σ_ℓ Θ_ℓ.
+
+    x : (N, n0, *m0). Returns a tensor (L, N·Q, N·Q), rows in the order of
+    ``model(x).reshape(-1)``. Memory: one layer's Jacobian (N·Q × its parameters) at a time.
+    """
+    from torch.func import functional_call, jacrev
+
+    if not isinstance(model, DeconvNet):
+        raise ValueError(f"model must be a DeconvNet, got {type(model).__name__}")
+    t = _as_batch(model, x)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    out = []
+    for layer in range(model.depth):
+        names = (f"weights.{layer}", f"biases.{layer}")
+
+        def batch_output(sub):
+            return functional_call(model, ({**params, **sub}, buffers), (t,)).reshape(-1)
+
+        jac = jacrev(batch_output)({n: params[n] for n in names})
+        flat = [j.reshape(j.shape[0], -1) for j in jac.values()]
+        out.append(sum(f @ f.T for f in flat))
+    return torch.stack(out).detach()
+
+
 # --- infinite-channel limit --------------------------------------------------------------------
 
 
@@ -410,6 +560,9 @@ def deconv_ntk_limit(
     parametrization: str = "balanced",
     device=None,
     method: str = "auto",
+    kernel_size: int | None = None,
+    padding: int = 0,
+    scaling: str = "uniform",
 ) -> np.ndarray:
     """Θ∞ over the output pixels of one input image, as the number of channels → ∞.
 
@@ -422,6 +575,13 @@ def deconv_ntk_limit(
 
     with Θ(0) = 0. Parameters: x (n0, *m0) one input (1 or 2 spatial axes); the rest as
     :class:`DeconvNet`. Returns float64 (P, P), P = ∏ m0·s^L. Memory O(P²).
+
+    With ``kernel_size`` > s or ``padding`` (border artefacts) a pixel has up to (k/s)^dim
+    parents b_t(a), one per tap t, and with g(a) the pixel's scale over s_W (module notes)
+
+        Σ̃(ℓ)(a, a') = c · g(a) g(a') Σ_t K(ℓ−1)(b_t(a), b_t(a')) + β²     (both parents exist)
+
+    (the same tap t: different taps have independent weights), and likewise for Θ(ℓ).
     """
     act = check_hyperparameters(depth, beta, activation, parametrization)
     xs = as_real_tensor(x, "x").to(torch.float64).cpu().numpy()
@@ -430,12 +590,26 @@ def deconv_ntk_limit(
             f"x must be a finite array (n0, *m0) with 1 or 2 spatial axes, got shape {xs.shape}"
         )
     stride = check_int(stride, "stride", minimum=2)
+    k = stride if kernel_size is None else check_int(kernel_size, "kernel_size", minimum=stride)
+    padding = check_int(padding, "padding", minimum=0)
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling {scaling!r} is unknown; choose one of {list(SCALINGS)}")
     dev = resolve_device(device)
+    if k == stride and padding == 0:  # the pixel tree (original path, bit for bit)
+
+        def connector(layer):
+            return _tree_connector(xs.shape[1:], stride, layer, dev)
+    else:
+        shapes = layer_shapes(xs.shape[1:], stride, depth, k, padding)
+
+        def connector(layer):
+            return _padded_connector(shapes[layer - 1], k, stride, padding, scaling, dev)
+
     gain, b2 = weight_gain(float(beta), parametrization), float(beta) ** 2
     flat = torch.as_tensor(xs.reshape(xs.shape[0], -1), device=dev)
     k_input = flat.T @ flat / xs.shape[0]  # K(0): the input Gram over pixels
     # Layer 1 has no activation below it and Θ(1) = Σ̃(1) (no parameters below layer 1).
-    sigma = _tree_connector(xs.shape[1:], stride, 1, dev)(k_input).mul_(gain).add_(b2)
+    sigma = connector(1)(k_input).mul_(gain).add_(b2)
     theta = sigma.clone()
     for layer in range(2, depth + 1):
         q = torch.diagonal(sigma)
@@ -448,7 +622,7 @@ def deconv_ntk_limit(
             gain=gain,
             bias_var=b2,
             method=method,
-            connect=_tree_connector(xs.shape[1:], stride, layer, dev),
+            connect=connector(layer),
         )
     if not bool(torch.isfinite(theta).all()):
         scale = float(np.abs(xs).max())  # the norm without overflow in its squares
@@ -469,6 +643,35 @@ def _tree_connector(input_shape, stride: int, layer: int, device):
 
     def connect(values: torch.Tensor) -> torch.Tensor:
         return values[par][:, par] * same
+
+    return connect
+
+
+def _padded_connector(in_shape, kernel_size, stride, padding, scaling, device):
+    """Pairs of layer ℓ − 1 to pairs of layer ℓ for a padded transposed convolution:
+    g(a) g(a') Σ_t V(b_t(a), b_t(a')) over the taps t where both parents exist."""
+    dim = len(in_shape)
+    per_axis = [tap_parents(m, kernel_size, stride, padding) for m in in_shape]  # (m_out, k)
+    edges = edge_counts(in_shape, kernel_size, stride, padding).reshape(-1)
+    rel = edges if scaling == "graph" else np.full(edges.shape, (kernel_size / stride) ** dim)
+    g = torch.as_tensor(1.0 / np.sqrt(rel), dtype=torch.float64, device=device)
+    taps = []
+    for tap in np.ndindex(*([kernel_size] * dim)):
+        parent = np.zeros(1, dtype=np.int64)
+        valid = np.ones(1, dtype=bool)
+        for axis in range(dim):  # row-major flat index over the input shape
+            col = per_axis[axis][:, tap[axis]]
+            parent = (parent[:, None] * in_shape[axis] + col[None, :]).reshape(-1)
+            valid = (valid[:, None] & (col >= 0)[None, :]).reshape(-1)
+        if valid.any():
+            par = torch.as_tensor(np.where(valid, parent, 0), device=device)
+            taps.append((par, torch.as_tensor(valid, dtype=torch.float64, device=device) * g))
+
+    def connect(values: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(g.shape[0], g.shape[0], dtype=values.dtype, device=values.device)
+        for par, weight in taps:
+            out.add_(values[par][:, par] * weight[:, None] * weight[None, :])
+        return out
 
     return connect
 
@@ -512,11 +715,17 @@ def split_pair_ntk(
 __all__ = [
     "DeconvNet",
     "NORMS",
+    "SCALINGS",
     "deconv_ntk",
     "deconv_ntk_limit",
+    "edge_counts",
+    "layer_ntks",
+    "layer_shapes",
+    "ntk_diagonal",
     "ntk_rows",
     "offset_valuation",
     "pixel_offsets",
     "pixel_tree",
     "split_pair_ntk",
+    "tap_parents",
 ]
