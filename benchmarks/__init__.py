@@ -6,8 +6,9 @@ Run from the repository root (``make bench`` runs the first line)::
     python -m benchmarks --out results/bench --quick  # small sizes, a few minutes
     python -m benchmarks --out results/bench --smoke  # tiny sizes: the test suite's smoke run
 
-Writes ``<out>/{analytic,empirical,training,pipeline}.csv``, ``<out>/limits.csv`` (ns per
-element of the passes the analytic Gram is made of) and ``<out>/bench.png``. Each CSV row:
+Writes ``<out>/{analytic,empirical,training,pipeline,generalization,hessian}.csv``,
+``<out>/limits.csv`` (ns per element of the passes the analytic Gram is made of) and
+``<out>/bench.png``. Each CSV row:
 benchmark, size, implementation, time_s (min over ``--repeats`` ≥ 3 runs, more for runs
 shorter than 1/3 s), ratio_to_ours (time_s / time_s of ntk-repro for the same benchmark and
 size: > 1 means ntk-repro is faster), peak_mem_mb (peak RSS of the measuring process) and
@@ -31,6 +32,13 @@ machine may be shared), note, and the machine string (cores, CPU, library versio
 4. pipeline (:mod:`benchmarks.pipeline`): a finished laptop run's job times (Snakemake's
    ``logs/**/*.benchmark.tsv``, only if ``results/checks.csv`` exists), and the paper preset's
    training cost estimated from the FLOP/s of (3).
+5. generalization (:mod:`benchmarks.generalization`): test-risk curves of kernel ridge
+   regression over 50 ridges at the same N: ``generalization.krr_predict`` (one eigh for every
+   ridge) vs scikit-learn's ``KernelRidge`` refitted per ridge on the same precomputed Grams.
+6. hessian (:mod:`benchmarks.hessian`): the top-20 eigenvalues of the loss Hessian of a
+   depth-3 net (up to 108k parameters): ``hessian.top_eigenpairs`` (Lanczos on torch.func
+   HVPs) vs the dense autograd Hessian where it fits and power iteration with deflation;
+   accuracy (eigenvalue error, residual ‖Hv − λv‖/|λ|) in the note.
 
 Every measurement runs in a fresh subprocess (:mod:`benchmarks.worker`), so peak memory is
 that of one implementation and one size, and a run that exceeds ``--mem-cap-gb`` is killed and

@@ -36,6 +36,8 @@ OURS = {
     "analytic": "ntk-repro theta_inf",
     "empirical": "ntk-repro empirical_ntk (structured)",
     "training": "ntk-repro train_ensemble (K together)",
+    "generalization": "ntk-repro krr_predict (one eigh, all ridges)",
+    "hessian": "ntk-repro top_eigenpairs (Lanczos on torch.func HVPs)",
 }
 NEURAL_TANGENTS = "neural-tangents"
 # Architectures, shared by every implementation of a benchmark.

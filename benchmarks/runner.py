@@ -16,13 +16,15 @@ from . import __doc__ as PACKAGE_DOC
 from .analytic import analytic_cases
 from .common import MIN_TOTAL_S, NEURAL_TANGENTS, REPO_ROOT, load_1min, proc_rss_mb
 from .empirical import empirical_cases
+from .generalization import generalization_cases
+from .hessian import hessian_cases, hessian_rows
 from .limits import LIMIT_COLUMNS, limits_case, limits_rows
 from .pipeline import pipeline_rows
 from .report import fill_ratios, machine_string, make_row, plot, read_rows, write_csv
 from .training import TRAINING_IMPLS, training_cases
 from .worker import RESULT_TAG
 
-BENCHMARKS = ("analytic", "empirical", "training", "pipeline")
+BENCHMARKS = ("analytic", "empirical", "training", "pipeline", "generalization", "hessian")
 
 
 def _watch(proc: subprocess.Popen, mem_cap_mb: float, timeout_s: float) -> str | None:
@@ -227,6 +229,12 @@ def _measure(args, out: Path, machine: str) -> dict[str, list[dict]]:
         )
         limits = limits_rows(result, rows["analytic"], machine, _log)
         write_csv(out / "limits.csv", limits, LIMIT_COLUMNS)
+    if "generalization" in args.only:
+        rows["generalization"] = run_benchmark(
+            generalization_cases(args.scale), args, machine, _log
+        )
+    if "hessian" in args.only:
+        rows["hessian"] = hessian_rows(hessian_cases(args.scale), args, machine, _log)
     if "pipeline" in args.only:
         training = rows.get("training") or read_rows(out / "training.csv")
         rows["pipeline"] = pipeline_rows(args.root, training, machine, _log)

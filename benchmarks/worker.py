@@ -31,6 +31,10 @@ def _work(case: dict):
             from .empirical import work_empirical as work
     elif bench == "training":
         from .training import work_training as work
+    elif bench == "generalization":
+        from .generalization import work_generalization as work
+    elif bench == "hessian":
+        from .hessian import work_hessian as work
     elif bench == "limits":
         from .limits import work_limits as work
     else:

@@ -30,6 +30,8 @@ def test_every_module_is_an_experiment_with_schema_preset_and_caption():
     experiments = registry()
     assert sorted(experiments) == MODULES
     assert _schema_sections() == set(MODULES)  # and no schema section without a module
+    schema = yaml.safe_load((WORKFLOW / "schemas/config.schema.yaml").read_text())
+    assert set(schema["required"]) - SHARED_KEYS == set(MODULES)  # a preset cannot drop one
     laptop = load_preset("laptop", WORKFLOW)
     for name in MODULES:
         assert name in laptop, f"workflow/presets/laptop.yaml has no section {name!r}"

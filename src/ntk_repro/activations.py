@@ -2,7 +2,8 @@
 
 An activation is parsed from a spec string:
 
-- ``relu``, ``scaled_relu`` (√2·relu), ``erf``, ``tanh``, ``identity``;
+- ``relu``, ``scaled_relu`` (√2·relu), ``erf``, ``tanh``, ``identity``, ``softplus``
+  (log(1 + eᶻ), a smooth ReLU);
 - ``normalized:<name>``: σ̄ = (σ − E[σ(z)]) / sqrt(Var[σ(z)]), z ~ N(0, 1).
 
 Every activation is an affine image ``a·base(z) + b`` of a base function. The closed-form
@@ -17,6 +18,7 @@ All functions take and return torch tensors so they run on any device.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +88,23 @@ def _identity_pair(q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     return c * torch.ones_like(q1 * q2), torch.ones_like(q1 * q2 * c)
 
 
+def _sigmoid_derivative(z: Tensor, order: int) -> Tensor:
+    """d^order/dz^order of sigmoid(z) for order 1, 2: s(1 − s) and s(1 − s)(1 − 2s)."""
+    s = torch.sigmoid(z)
+    out = s * (1.0 - s)
+    return out if order == 1 else out * (1.0 - 2.0 * s)
+
+
+def _tanh_grad2(z: Tensor) -> Tensor:
+    t = torch.tanh(z)
+    return -2.0 * t * (1.0 - t * t)
+
+
+def _tanh_grad3(z: Tensor) -> Tensor:
+    t2 = torch.tanh(z) ** 2
+    return -2.0 * (1.0 - t2) * (1.0 - 3.0 * t2)
+
+
 @dataclass(frozen=True)
 class _Base:
     name: str
@@ -93,6 +112,9 @@ class _Base:
     grad: Callable[[Tensor], Tensor]
     mean: Callable[[Tensor], Tensor] | None = None
     pair: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+    # σ'' and σ''' of a smooth base (the Hessian of the loss needs them); None for a kink.
+    grad2: Callable[[Tensor], Tensor] | None = None
+    grad3: Callable[[Tensor], Tensor] | None = None
 
 
 _BASES: dict[str, _Base] = {
@@ -122,7 +144,28 @@ _BASES: dict[str, _Base] = {
         mean=torch.zeros_like,
         pair=_identity_pair,
     ),
+    # softplus(z) = log(1 + e^z): a smooth ReLU with four bounded derivatives (σ' = sigmoid).
+    "softplus": _Base(
+        "softplus",
+        fn=torch.nn.functional.softplus,
+        grad=torch.sigmoid,
+        grad2=lambda z: _sigmoid_derivative(z, 1),
+        grad3=lambda z: _sigmoid_derivative(z, 2),
+    ),
 }
+
+
+# σ'' and σ''' of the smooth bases defined above (ReLU has none: its σ'' is a Dirac mass).
+_HIGHER = {
+    "erf": (
+        lambda z: -2.0 * z * _TWO_OVER_SQRT_PI * torch.exp(-z * z),
+        lambda z: (4.0 * z * z - 2.0) * _TWO_OVER_SQRT_PI * torch.exp(-z * z),
+    ),
+    "tanh": (_tanh_grad2, _tanh_grad3),
+    "identity": (torch.zeros_like, torch.zeros_like),
+}
+for _name, (_g2, _g3) in _HIGHER.items():
+    _BASES[_name] = dataclasses.replace(_BASES[_name], grad2=_g2, grad3=_g3)
 
 # Named affine images of a base: name -> (base, scale, shift).
 _ALIASES: dict[str, tuple[str, float, float]] = {
@@ -160,6 +203,25 @@ class Activation:
     def derivative(self, z: Tensor) -> Tensor:
         out = self.base.grad(z)
         return out * self.scale if self.scale != 1.0 else out
+
+    def second_derivative(self, z: Tensor) -> Tensor:
+        """σ''(z); ValueError for an activation with a kink (ReLU: σ'' is a Dirac mass)."""
+        if self.base.grad2 is None:
+            raise ValueError(f"activation {self.spec!r} is not twice differentiable")
+        out = self.base.grad2(z)
+        return out * self.scale if self.scale != 1.0 else out
+
+    def third_derivative(self, z: Tensor) -> Tensor:
+        """σ'''(z); ValueError for an activation with a kink."""
+        if self.base.grad3 is None:
+            raise ValueError(f"activation {self.spec!r} is not three times differentiable")
+        out = self.base.grad3(z)
+        return out * self.scale if self.scale != 1.0 else out
+
+    @property
+    def is_smooth(self) -> bool:
+        """Whether σ'' and σ''' exist (the theory of the loss Hessian needs them)."""
+        return self.base.grad2 is not None and self.base.grad3 is not None
 
     @property
     def has_closed_form(self) -> bool:
