@@ -1,6 +1,6 @@
 """The whole laptop preset through the claims gate: every evaluated claim of the papers holds.
 
-About 20 minutes on 2 cores, so it runs only where NTK_RUN_LAPTOP=1 (CI sets it; `make test
+About 25 minutes on 2 cores, so it runs only where NTK_RUN_LAPTOP=1 (CI sets it; `make test
 PYTEST_ARGS="-m laptop"` with that variable runs it alone).
 """
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.laptop, pytest.mark.slow]
 
 @pytest.mark.skipif(
     os.environ.get("NTK_RUN_LAPTOP") != "1",
-    reason="the laptop preset takes ~20 min; set NTK_RUN_LAPTOP=1 (CI does)",
+    reason="the laptop preset takes ~25 min; set NTK_RUN_LAPTOP=1 (CI does)",
 )
 def test_laptop_preset_passes_the_claims_gate(tmp_path):
     workdir = new_workdir(tmp_path)
