@@ -195,6 +195,7 @@ GAN_PARAMS = dict(
     seeds=2,
     eval_every=10,
     eval_samples=200,
+    kernel_codes=24,
     plot_samples=50,
     modes=8,
     radius=2.0,
@@ -222,9 +223,59 @@ def test_gan_stages(tmp_path):
         gan.train(GAN_PARAMS, [paths[-1]], net=net)
     run = load_arrays(paths[0])
     assert run["covered"].shape == (2, 4) and run["final_samples"].shape == (2, 50, 2)
+    assert run["variance"].shape == (2, 4) and run["kernels_init"].shape == (2, len(gan.SHARES))
+    # Without BatchNorm the limit exists; with it, not (NaN, drawn without a marker).
+    assert np.isfinite(run["kernels_limit"]).all()
+    assert np.isnan(load_arrays(paths[-1])["kernels_limit"]).all()
     gan.plot(GAN_PARAMS, [str(tmp_path / "f.png")], runs=paths)
     gan.check(GAN_PARAMS, [str(tmp_path / "c.csv")], runs=paths)
-    assert len(_rows(tmp_path / "c.csv")) == 2
+    rows = _rows(tmp_path / "c.csv")
+    assert len(rows) == 11
+    # The BN identity is exact at any size: evaluated and passing even here.
+    identity = [r for r in rows if "only the output bias" in r["claim"]]
+    assert [r["status"] for r in identity] == ["pass"]
     again = tmp_path / "again.npz"
     gan.train(GAN_PARAMS, [str(again)], net="freeze")
     assert again.read_bytes() == (tmp_path / "freeze.npz").read_bytes()
+
+
+@pytest.mark.parametrize("net", ["chaos", "bn_all"])
+def test_gan_seeds_trained_together_train_as_alone(tmp_path, net):
+    # Stacked seeds share a summed loss: seed 0 must follow the same path as when trained alone.
+    together, alone = tmp_path / "together.npz", tmp_path / "alone.npz"
+    gan.train({**GAN_PARAMS, "steps": 10, "eval_every": 5}, [str(together)], net=net)
+    gan.train({**GAN_PARAMS, "steps": 10, "eval_every": 5, "seeds": 1}, [str(alone)], net=net)
+    a, b = load_arrays(together), load_arrays(alone)
+    np.testing.assert_allclose(a["final_samples"][0], b["final_samples"][0], atol=1e-5)
+    np.testing.assert_allclose(a["variance"][0], b["variance"][0], rtol=1e-5)
+    assert not np.allclose(a["final_samples"][0], a["final_samples"][1])
+
+
+def test_gan_kernel_shares_of_known_grams():
+    rng = np.random.default_rng(0)
+    n, d = 40, 3
+    z = rng.standard_normal((n, d))
+    # Θ ∝ I (the chaos limit): constant share 1/N, N − 1 centred directions, d of them linear.
+    shares = gan.kernel_shares(2.0 * np.eye(n), z)
+    assert shares["constant"] == pytest.approx(1.0 / n)
+    assert shares["participation"] == pytest.approx(n - 1)
+    assert shares["linear"] == pytest.approx(d / (n - 1))
+    # A linear kernel plus a constant: the centred part lies in span(z), rank d.
+    zc = z - z.mean(0)
+    a = rng.standard_normal((d, d))
+    lin = zc @ a @ a.T @ zc.T
+    shares = gan.kernel_shares(lin + 5.0, z)
+    assert shares["linear"] == pytest.approx(1.0)
+    ev = np.linalg.eigvalsh(lin)
+    assert shares["participation"] == pytest.approx(ev.sum() ** 2 / (ev**2).sum())
+    assert shares["constant"] == pytest.approx(5.0 * n / (np.trace(lin) + 5.0 * n))
+
+
+def test_gan_rejects_unknown_net(tmp_path):
+    with pytest.raises(ValueError, match="net"):
+        gan.train(GAN_PARAMS, [str(tmp_path / "x.npz")], net="other")
+
+
+def test_gan_rejects_too_few_kernel_codes(tmp_path):
+    with pytest.raises(ValueError, match="gan.kernel_codes"):
+        gan.train({**GAN_PARAMS, "kernel_codes": 5}, [str(tmp_path / "x.npz")], net="freeze")

@@ -74,6 +74,7 @@ EQUIVALENCE_CASES = {
     "minibatch-half-layernorm": ("minibatch", "half_mse", "layer", "tanh", "balanced", 3, 1),
     "minibatch-mse-relu": ("minibatch", "mse", None, "relu", "ntk2018", 4, 1),
     "sampled-mse-batchnorm": ("sampled", "mse", "batch_last", "erf", "ntk2018", 3, 1),
+    "full-mse-batchnorm-every-layer": ("full", "mse", "batch", "tanh", "balanced", 4, 2),
     "sampled-half-layernorm": ("sampled", "half_mse", "layer", "relu", "ntk2018", 3, 1),
 }
 

@@ -24,8 +24,8 @@ summed over every parameter of the module. Two ways to compute it:
     :func:`torch.func.functional_call`, contracted over parameters. Cost O(N²·P) and memory
     O(N·k·P) for P parameters: only for small nets and checks.
 
-Batch-coupled modules (BatchNorm using batch statistics, ``MLP(norm="batch_last")``) have no
-per-sample Jacobian: f(x_i) depends on the other samples of the batch. For them the kernel is
+Batch-coupled modules (BatchNorm using batch statistics, ``MLP(norm="batch_last")`` or
+``"batch"``) have no per-sample Jacobian: f(x_i) depends on the other samples of the batch. For them the kernel is
 computed from the Jacobian of the whole batch output on the concatenated batch [x1; x2] and
 the (x1, x2) block is returned. That kernel therefore depends on the batch: Θ(x1, x2) computed
 alone differs from the same block of a Gram computed together with other points.
@@ -38,7 +38,7 @@ import math
 import torch
 from torch import nn
 
-from ntk_repro.networks import MLP
+from ntk_repro.networks import BATCH_NORMS, MLP
 from ntk_repro.validation import as_real_tensor, check_choice, check_tensor
 
 Tensor = torch.Tensor
@@ -89,7 +89,7 @@ def _as_input(
 def _is_batch_coupled(model: nn.Module) -> bool:
     """Whether a sample's output depends on the other samples of its batch."""
     for module in model.modules():
-        if isinstance(module, MLP) and module.norm == "batch_last":
+        if isinstance(module, MLP) and module.norm in BATCH_NORMS:
             return True
         if isinstance(module, _BATCH_NORMS) and (module.training or not module.track_running_stats):
             return True
@@ -120,7 +120,7 @@ def empirical_ntk(
         Batch-coupled models always take the whole-batch Jacobian path (see module notes).
     batch_coupled : bool, optional
         Whether outputs depend on the whole batch (BatchNorm with batch statistics). ``None``
-        detects it: ``MLP(norm="batch_last")`` or a BatchNorm layer in training mode or
+        detects it: ``MLP(norm="batch_last")`` or ``"batch"``, or a BatchNorm layer in training mode or
         without running statistics. If True, the kernel is computed from the Jacobian of the
         output of the concatenated batch [x1; x2] and depends on that batch.
 
@@ -146,8 +146,8 @@ def empirical_ntk(
         coupled = detected
     elif not isinstance(batch_coupled, bool):
         raise ValueError(f"batch_coupled must be None, True or False, got {batch_coupled!r}")
-    elif not batch_coupled and is_mlp and model.norm == "batch_last":
-        raise ValueError("batch_coupled=False contradicts norm='batch_last' of this MLP")
+    elif not batch_coupled and is_mlp and model.norm in BATCH_NORMS:
+        raise ValueError(f"batch_coupled=False contradicts norm={model.norm!r} of this MLP")
     else:
         coupled = batch_coupled
 

@@ -17,7 +17,9 @@ from ntk_repro.device import resolve_device
 from ntk_repro.kernels import check_hyperparameters, weight_gain
 from ntk_repro.validation import check_choice, check_int
 
-NORMS = (None, "layer", "batch_last")
+NORMS = (None, "layer", "batch_last", "batch")
+# Norms that couple the samples of a batch (their statistics are over the batch).
+BATCH_NORMS = ("batch_last", "batch")
 NORM_EPS = 1e-12
 
 
@@ -39,7 +41,8 @@ class MLP(nn.Module):
     parametrization : "ntk2018" or "balanced".  out_dim : n_L.
     norm : None, "layer" (LayerNorm without affine parameters after every non-linearity) or
         "batch_last" (BatchNorm over the batch, without running statistics or affine
-        parameters, after the last non-linearity only).
+        parameters, after the last non-linearity only) or "batch" (the same BatchNorm after
+        every non-linearity, as DCGAN generators use it in every hidden layer).
     generator : torch.Generator for the N(0, 1) initialisation (determinism).
     device, dtype : where the parameters live.
 
@@ -98,7 +101,7 @@ class MLP(nn.Module):
         h = self.activation(pre)
         if self.norm == "layer":
             h = _normalize(h, dim=-1)
-        elif self.norm == "batch_last" and is_last_hidden:
+        elif self.norm == "batch" or (self.norm == "batch_last" and is_last_hidden):
             h = _normalize(h, dim=0)
         return h
 

@@ -179,7 +179,7 @@ class _StackedMLP:
         """Dimension the output of hidden layer ``layer`` is normalised over, or None."""
         if self.norm == "layer":
             return -1
-        if self.norm == "batch_last" and layer == self.depth - 2:
+        if self.norm == "batch" or (self.norm == "batch_last" and layer == self.depth - 2):
             return 1  # the batch dimension of (K, N, n): each member over its own batch
         return None
 
@@ -579,8 +579,8 @@ def train_ensemble(
     x_train : array (N, n0).  y_train : array (N,) or (N, k) (k = the output dimension).
         Both None when ``sample_batch`` provides the data.
     width, depth, beta, activation, parametrization, norm : the architecture, as in
-        :class:`ntk_repro.networks.MLP` (``norm`` None, "layer" or "batch_last"; with
-        "batch_last" each member normalises over its own copy of the batch).
+        :class:`ntk_repro.networks.MLP` (``norm`` None, "layer", "batch_last" or "batch";
+        with a batch norm each member normalises over its own copy of the batch).
     seeds : K unique ints; member k is initialised as ``MLP(...,
         generator=torch.Generator().manual_seed(seeds[k]))``.
     steps : number of updates (>= 0).  lr : learning rate (> 0).

@@ -74,11 +74,10 @@ def wildcard_values(exp, job):
 
 def job_resources(exp, job):
     p = exp.params(CFG)
-    mem = job.mem_mb
-    resources = {
-        "mem_mb": (lambda wildcards: mem(p, wildcards)) if callable(mem) else mem,
-        "runtime": job.runtime,
-    }
+    def resource(value):
+        return (lambda wildcards: value(p, wildcards)) if callable(value) else value
+
+    resources = {"mem_mb": resource(job.mem_mb), "runtime": resource(job.runtime)}
     if job.gpu:
         resources["gpu"] = CFG["gpus_per_job"]
     return resources

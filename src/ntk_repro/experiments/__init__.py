@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 Stage = Callable[..., None]
-# (p, wildcards) -> MB; p as the stage sees it, wildcards as strings.
+# (p, wildcards) -> MB or minutes; p as the stage sees it, wildcards as strings.
 Resource = int | Callable[[dict, Mapping[str, str]], int]
 
 
@@ -48,7 +48,7 @@ class Job:
     threads: int = 1
     gpu: bool = False  # asks for `gpus_per_job` GPUs on a cluster
     mem_mb: Resource = 1000
-    runtime: int = 10  # minutes
+    runtime: Resource = 10  # minutes
 
     def wildcards(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.output)
