@@ -1,6 +1,7 @@
 """Smoke run of the benchmarks (``python -m benchmarks --smoke``): every benchmark family at tiny
-sizes, each case in its own worker process as in ``make bench``. Checks the CSVs' shape and
-that every measured time is a finite positive number; no assertion on speed."""
+sizes, each case in its own worker process as in ``make bench``. Checks the CSVs' shape, a row
+for every declared case, that every measured time is a finite positive number, the ratios to
+ntk-repro's time, and the accuracy the Hessian rows report; no assertion on speed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import csv
 import importlib.util
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +37,8 @@ OURS = {
     "analytic": "ntk-repro theta_inf",
     "empirical": "ntk-repro empirical_ntk (structured)",
     "training": "ntk-repro train_ensemble (K together)",
+    "generalization": "ntk-repro krr_predict (one eigh, all ridges)",
+    "hessian": "ntk-repro top_eigenpairs (Lanczos on torch.func HVPs)",
 }
 HAS_NEURAL_TANGENTS = importlib.util.find_spec("neural_tangents") is not None
 
@@ -88,6 +92,50 @@ def test_measured_rows_have_positive_times_memory_and_machine(smoke_out, bench):
         assert "cores" in r["machine"] and "torch" in r["machine"], r
     ours = [r for r in rows if r["implementation"] == OURS[bench]]
     assert ours and all(float(r["ratio_to_ours"]) == 1.0 for r in ours)
+
+
+def declared_cases(bench: str, monkeypatch) -> set[tuple[str, str]]:
+    """(size, implementation) of every case the benchmark module declares at smoke scale."""
+    monkeypatch.syspath_prepend(str(REPO))
+    module = importlib.import_module(f"benchmarks.{bench}")
+    return {(c["size"], c["impl"]) for c in getattr(module, f"{bench}_cases")("smoke")}
+
+
+def accuracy(note: str, what: str) -> float:
+    """The number after ``what`` in a hessian row's note ("…: 3.1e-15")."""
+    match = re.search(re.escape(what) + r"[^:]*: ([-+0-9.eE]+|nan|inf)", note)
+    assert match, (what, note)
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize("bench", ["generalization", "hessian"])
+def test_every_declared_case_has_a_measured_row_and_its_ratio(smoke_out, bench, monkeypatch):
+    columns, rows = read_csv(smoke_out / f"{bench}.csv")
+    assert columns == COLUMNS
+    declared = declared_cases(bench, monkeypatch)
+    assert len(rows) == len(declared)
+    assert {(r["size"], r["implementation"]) for r in rows} == declared
+    ours = {r["size"]: float(r["time_s"]) for r in rows if r["implementation"] == OURS[bench]}
+    for r in rows:
+        assert r["benchmark"] == bench, r
+        # A worker that failed (e.g. a risk curve off a direct solve) leaves time_s empty.
+        assert positive(r["time_s"]) and positive(r["first_call_s"]), r
+        assert positive(r["peak_mem_mb"]) and int(r["repeats"]) >= 3, r
+        assert math.isfinite(float(r["load_1min"])), r
+        assert "cores" in r["machine"] and "torch" in r["machine"], r
+        ratio = float(r["time_s"]) / ours[r["size"]]
+        assert float(r["ratio_to_ours"]) == pytest.approx(ratio, rel=1e-3), r
+
+
+def test_hessian_rows_report_the_accuracy_of_their_eigenpairs(smoke_out):
+    _, rows = read_csv(smoke_out / "hessian.csv")
+    reference = "dense autograd Hessian + eigvalsh"
+    for r in rows:
+        if r["implementation"] != reference:  # compared with the dense eigenvalues
+            assert math.isfinite(accuracy(r["note"], "max rel. error of the top-20")), r
+    (ours,) = [r for r in rows if r["implementation"] == OURS["hessian"]]
+    assert accuracy(ours["note"], "max rel. error of the top-20") < 1e-8, ours
+    assert accuracy(ours["note"], "max ‖Hv − λv‖/|λ|") < 1e-8, ours
 
 
 @pytest.mark.parametrize("bench", ["analytic", "empirical"])

@@ -137,6 +137,21 @@ def test_digits_are_on_the_sphere_of_radius_sqrt_n0_and_reproducible():
     assert raw.min() >= 0 and raw.mean(axis=0).max() > 1.0
 
 
+def test_digits_read_from_the_bundled_file_equal_load_digits(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    images, labels = data._bundled_digits()
+    reference = load_digits()
+    assert images.dtype == np.float64 and labels.dtype == np.int64
+    assert np.array_equal(images, reference.data) and np.array_equal(labels, reference.target)
+    fast = data.digits_inputs(50, seed=7)
+    # Without the data file (find_spec finds no sklearn), digits_inputs goes through load_digits.
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    slow = data.digits_inputs(50, seed=7)
+    for a, b in zip(fast, slow):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
 def test_digits_reject_bad_n():
     with pytest.raises(ValueError, match="n"):
         data.digits_inputs(0, seed=0)

@@ -27,6 +27,7 @@ from ntk_repro.gauss import expect_2d
 from ntk_repro.hessian import (
     _SMOOTH_NODES,
     LossHessian,
+    OneHiddenLayer,
     corollary,
     hessian_moments,
     limiting_kernels,
@@ -96,6 +97,20 @@ def test_block_and_dense_moments_equal_the_autograd_hessian(activation, shape):
     blocks, dense = (hessian_moments(model, x, y, method=m) for m in ("blocks", "dense"))
     for part in ("I", "S"):
         np.testing.assert_allclose(blocks[part], dense[part], rtol=1e-8, atol=1e-12)
+
+
+def test_moments_of_prebuilt_blocks_are_those_of_hessian_moments():
+    model = _mlp(4, 7, 2, "normalized:softplus", seed=7)
+    x, y = _data(6, 4)
+    blocks = OneHiddenLayer(model, torch.as_tensor(x), torch.as_tensor(y))
+    moments = blocks.moments((1, 2, 3, 4))
+    reference = hessian_moments(model, x, y, method="blocks")
+    for part in ("H", "I", "S"):  # the same computation: bit for bit
+        assert moments[part].tobytes() == reference[part].tobytes()
+    np.testing.assert_allclose(  # and against the autograd Hessian
+        moments["H"], _power_traces(_dense_loss_hessian(model, x, y)), rtol=1e-8, atol=1e-12
+    )
+    assert blocks.moments((2,))["S"][0] == pytest.approx(moments["S"][1], rel=1e-12)
 
 
 def test_dense_parts_are_gauss_newton_and_residual_terms_of_a_generic_module():
@@ -421,6 +436,14 @@ def test_kinked_activation_has_no_second_derivative():
         (lambda m, x, y: top_eigenpairs(m, x, y, part="I", k=5, method="exact"), "k"),
         (lambda m, x, y: top_eigenpairs(m, x, y, which="BE"), "which"),
         (lambda m, x, y: orthogonality(m, x, y, method="stochastic"), "method"),
+        (
+            lambda m, x, y: OneHiddenLayer(_mlp(3, 4, 3), torch.as_tensor(x), torch.as_tensor(y)),
+            "one hidden layer",
+        ),
+        (
+            lambda m, x, y: OneHiddenLayer(m, torch.as_tensor(x), torch.as_tensor(y)).moments((5,)),
+            "orders",
+        ),
         (lambda m, x, y: corollary({"ntk": np.eye(4)}, np.ones(3), [0.0]), "y"),
         (lambda m, x, y: corollary({"ntk": np.eye(4)}, np.ones(4), [-1.0]), "times"),
     ],

@@ -44,10 +44,8 @@ products run in the model's dtype (the block formulas in float64).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -287,9 +285,17 @@ class OneHiddenLayer:
     f(x) = c Σ_j W1_j σ(h_j(x)) + β b1, h_j = W0_j · (s x/√n0) + β b0_j, c = s/√n1, s = s_W.
     Per-unit coordinates of a parameter vector: (W0_j (n0), b0_j, W1_j) → an (n1, n0 + 2)
     array, plus b1 (its rows and columns of S are 0).
+
+    x (N, n0) and y (N,) are tensors on the model's device (:class:`LossHessian` validates
+    them; a caller that builds this directly passes them as the model expects).
     """
 
     def __init__(self, model: MLP, x: Tensor, y: Tensor):
+        if not _is_one_hidden_layer(model):
+            raise ValueError(
+                "model must be an ntk_repro MLP with one hidden layer, scalar output, no "
+                "normalisation and a smooth activation"
+            )
         self.model = model
         self.dtype = x.dtype
         w0, w1 = model.weights[0].detach(), model.weights[1].detach()
@@ -475,6 +481,17 @@ class OneHiddenLayer:
         vectors = self.from_units(out_w, out_a, self.u.new_zeros(k))
         return flat[order].cpu().numpy(), vectors.cpu().numpy()
 
+    def moments(self, orders: Sequence[int] = (1, 2, 3, 4)) -> dict[str, np.ndarray]:
+        """Tr Mᵏ of M ∈ {H, I, S} for each k ≤ 4 in ``orders`` (exact): float64 arrays
+        (len(orders),), as :func:`hessian_moments` with ``method="blocks"`` returns them."""
+        orders = _check_orders(orders)
+        if max(orders) > 4:
+            raise ValueError("orders: method='blocks' gives Tr H^k for k <= 4; use method='dense'")
+        tr_i = _power_traces(np.linalg.eigvalsh(self.ntk().cpu().numpy() / self.n), orders)
+        tr_s = self.s_power_traces(orders)
+        tr_h = _h_traces_from_cross(tr_i, tr_s, self.cross_terms(), orders)
+        return {"H": tr_h, "I": tr_i, "S": tr_s}
+
     def trace_is(self) -> float:
         """Tr(IS) = (1/N²) Σ_{b,i} rᵢ J_b ∇²f(xᵢ) J_bᵀ in O(N² n1) (no block is formed)."""
         jw = self.c * self.s1 * self.w1  # (N, n1): unit part of J_b along its u_b
@@ -545,16 +562,6 @@ def _h_traces_from_cross(tr_i, tr_s, cross: dict[str, Tensor], orders) -> np.nda
         + 4.0 * float(cross["IS3"]),
     }
     return np.array([tr_i[n] + tr_s[n] + cross_k[k] for n, k in enumerate(orders)])
-
-
-def _exact_blocks(op: LossHessian, orders) -> dict[str, np.ndarray]:
-    if max(orders) > 4:
-        raise ValueError("orders: method='blocks' gives Tr H^k for k <= 4; use method='dense'")
-    blocks = op.blocks
-    tr_i = _power_traces(np.linalg.eigvalsh(blocks.ntk().cpu().numpy() / op.n), orders)
-    tr_s = blocks.s_power_traces(orders)
-    tr_h = _h_traces_from_cross(tr_i, tr_s, blocks.cross_terms(), orders)
-    return {"H": tr_h, "I": tr_i, "S": tr_s}
 
 
 def _exact_dense(op: LossHessian, orders) -> dict[str, np.ndarray]:
@@ -650,7 +657,9 @@ def hessian_moments(
     Returns
     -------
     dict {"H", "I", "S"} of float64 arrays (len(orders),) in the order of ``orders``; with
-    ``stderr=True`` a pair (moments, standard errors) of such dicts.
+    ``stderr=True`` a pair (moments, standard errors) of such dicts. A caller that also needs
+    other block quantities (f, g) builds :class:`OneHiddenLayer` once and calls its
+    ``moments`` (the same numbers).
     """
     orders = _check_orders(orders)
     check_int(probes, "probes", minimum=2)
@@ -660,7 +669,7 @@ def hessian_moments(
     if method == "stochastic":
         moments, se = _stochastic(op, orders, probes, seed)
     else:
-        moments = _exact_blocks(op, orders) if method == "blocks" else _exact_dense(op, orders)
+        moments = op.blocks.moments(orders) if method == "blocks" else _exact_dense(op, orders)
         se = {part: np.zeros(len(orders)) for part in PARTS}
     return (moments, se) if stderr else moments
 
@@ -754,31 +763,11 @@ def _exact_eigenpairs(op: LossHessian, part: str, k: int, which: str):
 # --- the experiments' data -------------------------------------------------------------------
 
 
-def _bundled_digits() -> tuple[np.ndarray, np.ndarray] | None:
-    """scikit-learn's bundled digits (images (1797, 64), labels) read from its data file without
-    importing scikit-learn (~2 s of every job); None where that file is not found."""
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
-    if not path.is_file():
-        return None
-    table = np.loadtxt(path, delimiter=",")  # what sklearn.datasets.load_digits reads
-    return table[:, :-1], table[:, -1].astype(np.int64)
-
-
 def digits_problem(n_points: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """N digits on the sphere ‖x‖² = 64 — the points of :func:`ntk_repro.data.digits_inputs`
     for this seed — and targets +1 (digit < 5) / −1: x (N, 64), y (N,) float64."""
     n_points = check_int(n_points, "n_points", minimum=1)
-    bundled = _bundled_digits()
-    if bundled is None:
-        x, labels = data.digits_inputs(n_points, seed=seed)
-    else:
-        images, targets = bundled
-        rng = data.as_generator(seed)
-        x, index = data._onto_sphere(images, n_points, rng, True, "the digits data set")
-        labels = targets[index]
+    x, labels = data.digits_inputs(n_points, seed=seed)
     return x, np.where(labels < 5, 1.0, -1.0)
 
 

@@ -33,7 +33,6 @@ from ntk_repro.hessian import (
     OneHiddenLayer,
     corollary,
     digits_problem,
-    hessian_moments,
     limiting_kernels,
     propagators,
 )
@@ -169,9 +168,9 @@ def train_and_record(p: dict, x, y, activation: str, device) -> dict[str, np.nda
             if step in slot:
                 for i, k in enumerate(members):
                     _load_member(shell, params, i)
-                    m = hessian_moments(shell, xt, yt, orders=ORDERS, method="blocks")
+                    blocks = OneHiddenLayer(shell, xt, yt)  # built once: moments, f and g
+                    m = blocks.moments(ORDERS)
                     moments[k, slot[step]] = [m["H"], m["I"], m["S"]]
-                    blocks = OneHiddenLayer(shell, xt, yt)
                     outputs[k, slot[step]] = blocks.f.cpu().numpy()
                     g_values[k, slot[step]] = blocks.output_hessian_trace().cpu().numpy()
             if step == steps[-1]:

@@ -213,8 +213,11 @@ def _infinite(prob: dict, rows, lr: float, rate: float, steps: int) -> dict:
 
 
 def _linearised_members(prob, rows, p, width, seeds, lr, rate, steps) -> np.ndarray:
-    """Each init's linearisation, trained alike: its empirical NTK at initialisation (its
-    gradient features: a random-feature model) and its initial function. (K, M)."""
+    """Linearised nets, trained alike: each one's empirical NTK at initialisation (its gradient
+    features: a random-feature model) and its initial function. (K, M). They are drawn in
+    float64 from the same seeds as the trained nets, which gives other weights than the
+    trained nets' float32 draws: an independent ensemble of the same law, not the trained
+    nets' own linearisations (the checks compare ensemble statistics only)."""
     n, net = prob["n"], p["network"]
     x = torch.as_tensor(prob["x"][np.concatenate([np.arange(n), rows])], dtype=torch.float64)
     out = []
