@@ -149,6 +149,9 @@ def test_phase_stages(tmp_path):
         "cosine_points": 201,
         "sphere_points": 12,
         "sphere_dim": 8,
+        "gain_range": [0.1, 10.0],
+        "gain_points": 5,
+        "gain_betas": [0.0, 0.5],
     }
     out = tmp_path / "phase.npz"
     phase.limit(p, [str(out)])
@@ -161,10 +164,62 @@ def test_phase_stages(tmp_path):
     phase.plot(p, [str(tmp_path / "p.png")], limit=str(out))
     phase.check(p, [str(tmp_path / "p.csv")], limit=str(out))
     rows = {r["claim"]: r for r in _rows(tmp_path / "p.csv")}
-    assert len(rows) == 11
+    assert len(rows) == 14  # 11 and the three rows of normalised tanh(g z) over the gain
     for claim, row in rows.items():
-        if "E[σ̄'" in claim or "scaled ReLU" in claim or "C·L·r^L" in claim:
+        if "E[σ̄'" in claim or "scaled ReLU" in claim or "C·L·r^L" in claim or "g z" in claim:
             assert row["status"] == "pass", claim
+
+
+TANH_NETWORK = {
+    "name": "freeze_tanh",
+    "regime": "freeze",
+    "activation": "normalized:tanh(0.5z)",
+    "beta": 0.5,
+}
+
+
+def test_regimes_and_phase_with_a_tanh_of_small_gain(tmp_path):
+    # σ without a closed form: the stages take the Hermite series and check it against the
+    # quadrature path; r = 0.75·E σ̄'² = 0.775 is a freeze.
+    p = {
+        **BASE,
+        "networks": [NETWORKS[1], TANH_NETWORK],
+        "depth": 4,
+        "circle_points": 12,
+        "sphere_points": 10,
+        "sphere_dim": 3,
+        "angle_points": 19,
+    }
+    regimes.limit(p, [str(tmp_path / "r.npz")])
+    res = load_arrays(tmp_path / "r.npz")
+    assert list(res["series_path"]) == [False, True]
+    regimes.check(p, [str(tmp_path / "r.csv")], limit=str(tmp_path / "r.npz"))
+    rows = _rows(tmp_path / "r.csv")
+    assert len(rows) == 4 and all(r["status"] == "pass" for r in rows), rows
+    assert "closed form" in rows[2]["claim"] and "Hermite" in rows[3]["claim"]
+    p = {
+        **BASE,
+        "networks": [TANH_NETWORK],
+        "activations": ["tanh(0.5z)"],
+        "beta_points": 11,
+        "max_depth": 12,
+        "cosine_points": 201,
+        "sphere_points": 12,
+        "sphere_dim": 8,
+        "gain_range": [0.1, 10.0],
+        "gain_points": 5,
+        "gain_betas": [0.0, 0.5],
+    }
+    phase.limit(p, [str(tmp_path / "p.npz")])
+    res = load_arrays(tmp_path / "p.npz")
+    assert 0.77 < res["r"][0] < 0.78
+    # The deficit of the freeze shrinks with depth.
+    assert (np.diff(1 - res["min_ratio"][0]) < 0).all()
+    phase.check(p, [str(tmp_path / "p.csv")], limit=str(tmp_path / "p.npz"))
+    rows = _rows(tmp_path / "p.csv")
+    evaluated = [r for r in rows if r["status"] != "not_evaluated"]
+    assert all(r["status"] == "pass" for r in evaluated), rows
+    assert sum("Monte Carlo" in r["claim"] or "Hermite" in r["claim"] for r in rows) == 2
 
 
 def test_speed_stages(tmp_path):

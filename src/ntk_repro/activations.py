@@ -4,11 +4,15 @@ An activation is parsed from a spec string:
 
 - ``relu``, ``scaled_relu`` (√2·relu), ``erf``, ``tanh``, ``identity``, ``softplus``
   (log(1 + eᶻ), a smooth ReLU);
-- ``normalized:<name>``: σ̄ = (σ − E[σ(z)]) / sqrt(Var[σ(z)]), z ~ N(0, 1).
+- ``normalized:<name>``: σ̄ = (σ − E[σ(z)]) / sqrt(Var[σ(z)]), z ~ N(0, 1);
+- ``<name>(<g>z)``, e.g. ``tanh(0.5z)`` or ``normalized:erf(2z)``: a gain g > 0 on the
+  pre-activation, σ_g(z) = σ(g·z) (the same as scaling the layer's weights and bias by g);
+  ``normalized:`` then normalises σ_g. A bare name has g = 1.
 
-Every activation is an affine image ``a·base(z) + b`` of a base function. The closed-form
+Every activation is an affine image ``a·base(g·z) + b`` of a base function. The closed-form
 Gaussian expectations of the base (arc-cosine kernel for ReLU, arcsin formula for erf) carry
-through the affine map, so ``scaled_relu`` and ``normalized:relu`` have closed forms too.
+through the affine map, so ``scaled_relu`` and ``normalized:relu`` have closed forms too, and
+through the gain: (g u, g v) is Gaussian with covariance g²·C when (u, v) has C.
 Expectations of activations without a closed form (``tanh``) go through the quadrature core in
 :mod:`ntk_repro.gauss`; every activation can be sent through that path, which is how the two
 are tested against each other.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -173,6 +178,8 @@ _ALIASES: dict[str, tuple[str, float, float]] = {
 }
 
 NORMALIZED_PREFIX = "normalized:"
+# "<name>(<g>z)": a positive decimal or scientific number g directly followed by "z".
+_GAIN_SPEC = re.compile(r"^([a-z_]+)\(((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)z\)$")
 
 
 def available() -> list[str]:
@@ -182,18 +189,29 @@ def available() -> list[str]:
 
 @dataclass(frozen=True)
 class Activation:
-    """σ(z) = scale · base(z) + shift, with closed-form moments when the base has them.
+    """σ(z) = scale · base(gain · z) + shift, with closed-form moments when the base has them.
 
-    Use :func:`get_activation` to build one from a spec string.
+    Use :func:`get_activation` to build one from a spec string. Every multiplication by the
+    gain is skipped at gain 1, so an activation without a gain computes exactly what it did
+    before gains existed.
     """
 
     spec: str
     base: _Base
     scale: float = 1.0
     shift: float = 0.0
+    gain: float = 1.0
+
+    def _inner(self, z: Tensor) -> Tensor:
+        return z * self.gain if self.gain != 1.0 else z
+
+    def _chain(self, out: Tensor, order: int) -> Tensor:
+        """scale · gain^order · out: the chain rule of the k-th derivative of base(g·z)."""
+        factor = self.scale * self.gain**order if self.gain != 1.0 else self.scale
+        return out * factor if factor != 1.0 else out
 
     def __call__(self, z: Tensor) -> Tensor:
-        out = self.base.fn(z)
+        out = self.base.fn(self._inner(z))
         if self.scale != 1.0:
             out = out * self.scale
         if self.shift != 0.0:
@@ -201,22 +219,19 @@ class Activation:
         return out
 
     def derivative(self, z: Tensor) -> Tensor:
-        out = self.base.grad(z)
-        return out * self.scale if self.scale != 1.0 else out
+        return self._chain(self.base.grad(self._inner(z)), 1)
 
     def second_derivative(self, z: Tensor) -> Tensor:
         """σ''(z); ValueError for an activation with a kink (ReLU: σ'' is a Dirac mass)."""
         if self.base.grad2 is None:
             raise ValueError(f"activation {self.spec!r} is not twice differentiable")
-        out = self.base.grad2(z)
-        return out * self.scale if self.scale != 1.0 else out
+        return self._chain(self.base.grad2(self._inner(z)), 2)
 
     def third_derivative(self, z: Tensor) -> Tensor:
         """σ'''(z); ValueError for an activation with a kink."""
         if self.base.grad3 is None:
             raise ValueError(f"activation {self.spec!r} is not three times differentiable")
-        out = self.base.grad3(z)
-        return out * self.scale if self.scale != 1.0 else out
+        return self._chain(self.base.grad3(self._inner(z)), 3)
 
     @property
     def is_smooth(self) -> bool:
@@ -235,29 +250,61 @@ class Activation:
         """E[σ'(u)σ'(v)], closed form."""
         return self.closed_form_pair(q1, q2, c)[1]
 
+    def closed_form_mean(self, q: Tensor) -> Tensor:
+        """E[σ(u)] for u ~ N(0, q), closed form (for a base with a closed-form mean)."""
+        if self.gain != 1.0:
+            q = (self.gain * self.gain) * q
+        out = self.base.mean(q)
+        if self.scale != 1.0:
+            out = out * self.scale
+        return out + self.shift if self.shift != 0.0 else out
+
     def closed_form_pair(self, q1: Tensor, q2: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """(E[σ(u)σ(v)], E[σ'(u)σ'(v)]), closed form: the base's pair carried through the
-        affine map σ = a·base + b."""
-        a, b = self.scale, self.shift
+        gain (at covariance g²·C, and a factor g² on the derivatives) and through the affine
+        map σ = a·base + b."""
+        a, b, g = self.scale, self.shift, self.gain
+        if g != 1.0:
+            q1, q2, c = (g * g) * q1, (g * g) * q2, (g * g) * c
         cross, dcross = self.base.pair(q1, q2, c)
         cross = (a * a) * cross
         if b != 0.0:
             cross = cross + (a * b) * (self.base.mean(q1) + self.base.mean(q2)) + b * b
-        return cross, (a * a) * dcross
+        dcross = (a * a) * dcross
+        return cross, (dcross * (g * g) if g != 1.0 else dcross)
 
 
 @cache
-def _standard_moments(base_name: str) -> tuple[float, float]:
-    """(E[base(z)], E[base(z)^2]) for z ~ N(0,1), computed once by 1-D quadrature."""
+def _standard_moments(base_name: str, gain: float = 1.0) -> tuple[float, float]:
+    """(E[base(g z)], E[base(g z)^2]) for z ~ N(0,1), closed form or 1-D quadrature."""
     from ntk_repro.gauss import expect_1d
 
     base = _BASES[base_name]
     one = torch.ones((), dtype=torch.float64)
     if base.mean is not None and base.pair is not None:
-        return float(base.mean(one)), float(base.pair(one, one, one)[0])
-    m1 = expect_1d(lambda u: base.fn(u), one)
-    m2 = expect_1d(lambda u: base.fn(u) ** 2, one)
+        q = one if gain == 1.0 else one * (gain * gain)  # g z ~ N(0, g²)
+        return float(base.mean(q)), float(base.pair(q, q, q)[0])
+    if gain == 1.0:
+        m1 = expect_1d(lambda u: base.fn(u), one)
+        m2 = expect_1d(lambda u: base.fn(u) ** 2, one)
+    else:
+        m1 = expect_1d(lambda u: base.fn(u * gain), one)
+        m2 = expect_1d(lambda u: base.fn(u * gain) ** 2, one)
     return float(m1), float(m2)
+
+
+def _parse_gain(spec: str, name: str) -> tuple[str, float]:
+    """Split "<name>(<g>z)" into (name, g); a name without parentheses has g = 1."""
+    if "(" not in name and ")" not in name:
+        return name, 1.0
+    match = _GAIN_SPEC.match(name)
+    gain = float(match.group(2)) if match else math.nan
+    if not (match and math.isfinite(gain) and gain > 0.0):
+        raise ValueError(
+            f"activation {spec!r}: a gain must be written '<name>(<g>z)' with a positive "
+            "finite number g, e.g. 'tanh(0.5z)'"
+        )
+    return match.group(1), gain
 
 
 @cache
@@ -275,6 +322,7 @@ def get_activation(spec: str) -> Activation:
     normalized = name.startswith(NORMALIZED_PREFIX)
     if normalized:
         name = name[len(NORMALIZED_PREFIX) :]
+    name, gain = _parse_gain(spec, name)
     if name in _ALIASES:
         base_name, scale, shift = _ALIASES[name]
     elif name in _BASES:
@@ -282,15 +330,17 @@ def get_activation(spec: str) -> Activation:
     else:
         raise ValueError(
             f"activation {spec!r} is unknown; choose one of {available()} "
-            f"or '{NORMALIZED_PREFIX}<name>'"
+            f"or '{NORMALIZED_PREFIX}<name>', each optionally with a gain '<name>(<g>z)'"
         )
     if normalized:
-        mean, second = _standard_moments(base_name)
+        mean, second = _standard_moments(base_name, gain)
         base_mean, base_var = mean, second - mean * mean
         # σ = scale·base + shift, so σ̄ = (base − E base)/sd(base) whatever scale/shift were.
         sd = math.sqrt(base_var)
         scale, shift = 1.0 / sd, -base_mean / sd
-    return Activation(spec=spec.strip(), base=_BASES[base_name], scale=scale, shift=shift)
+    return Activation(
+        spec=spec.strip(), base=_BASES[base_name], scale=scale, shift=shift, gain=gain
+    )
 
 
 def standard_moments(spec: str) -> dict[str, float]:
@@ -304,7 +354,12 @@ def standard_moments(spec: str) -> dict[str, float]:
     act = get_activation(spec)
     one = torch.ones((), dtype=torch.float64)
     if act.has_closed_form:
-        mean = float(act.scale * act.base.mean(one) + act.shift) if act.base.mean else act.shift
+        if act.base.mean is None:
+            mean = act.shift
+        elif act.gain == 1.0:
+            mean = float(act.scale * act.base.mean(one) + act.shift)
+        else:
+            mean = float(act.closed_form_mean(one))
         second = float(act.closed_form_cross(one, one, one))
         grad_second = float(act.closed_form_dcross(one, one, one))
     else:

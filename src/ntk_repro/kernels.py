@@ -203,7 +203,14 @@ _SNAP_TRIGGER = (1.0 - _RHO_SNAP) ** 2 - 4 * np.finfo(np.float64).eps
 
 
 def _fused_applies(act: Activation, method: str, dev: torch.device) -> bool:
-    return dev.type == "cpu" and method in ("auto", "closed") and act.base.name in _FUSED_BASES
+    # A gain ≠ 1 goes through layer_step, whose closed forms carry it (Activation.gain);
+    # the fused passes below are written for gain 1.
+    return (
+        dev.type == "cpu"
+        and method in ("auto", "closed")
+        and act.base.name in _FUSED_BASES
+        and act.gain == 1.0
+    )
 
 
 def _fused_point_vectors(act: Activation, q: np.ndarray, gain: float, beta: float, rows: bool):

@@ -7,11 +7,23 @@ E[σ(z)²] = 1, and for their normalised versions σ̄ = (σ − Eσ)/sd(σ). Sc
 normalised curves coincide. E σ'² comes from the closed form where one exists and from the
 quadrature core for every σ; both are stored.
 
+Part 1b — the gain: σ = tanh(g·z) normalised (``normalized:tanh(<g>z)``) has
+E σ̄'² = E σ'²/E σ² = 1 + (4/3)g⁴ − 8g⁶ + (2324/45)g⁸ − … (Taylor expansion of tanh in the
+Gaussian moments), so r = 1 at β*(g) = √(1 − 1/E σ̄'²) ≈ (2/√3)g²: a small gain puts tanh in the
+freeze for nearly every β > 0, a large gain in the chaos (E σ̄'² ≈ 4g/(3√(2π)) → ∞).
+E σ̄'² over g ∈ ``gain_range`` (log-spaced) by the 1-D quadrature core with 32 nodes per panel
+(the default 8 leave 3e-5 at g = 10, where σ' is a spike of width 1/g).
+
 Part 2 — for every configured network, over depth L = 1 … max_depth, on the sphere ‖x‖² = n0:
 the minimum over the sphere of Θ(x,y)/Θ(x,x) (a fine grid of the cosine t ∈ [−1, 1], since
 Θ∞ depends on t only), and on N uniform points of S^{d−1}: the condition number λmax/λmin of
 the Gram, the share of the constant mode 1ᵀΘ1/(N·tr Θ), the mean off-diagonal c of Θ/Θ(x,x)
 and the RMS distance of Θ/Θ(x,x) to (1 − c)·I + c·11ᵀ, and the largest off-diagonal |Θ/Θ(x,x)|.
+
+Networks whose σ has no closed form (e.g. ``normalized:tanh(0.5z)``) take the Hermite
+series of :mod:`ntk_repro.dual` for the sweep (a 2-D quadrature per pair and layer would take
+hours here), checked against the quadrature path at a few cosines at the largest depth, and
+their r (1-D quadrature) against a Monte-Carlo estimate.
 
 Jobs: ``limit`` (everything above); then ``plot`` and ``check``.
 """
@@ -23,10 +35,11 @@ import math
 import numpy as np
 import torch
 
-from ntk_repro import data, spectral
-from ntk_repro.activations import standard_moments
+from ntk_repro import data, dual, spectral
+from ntk_repro.activations import get_activation, standard_moments
 from ntk_repro.experiments import Experiment, Job
 from ntk_repro.freeze_chaos import (
+    PARAMETRIZATION,
     float64_resolution,
     is_kinked,
     kernels_at_cosine,
@@ -34,6 +47,7 @@ from ntk_repro.freeze_chaos import (
     parse_networks,
 )
 from ntk_repro.gauss import expect_1d
+from ntk_repro.kernels import kernels_of_cosine
 from ntk_repro.results import (
     Check,
     derive_seed,
@@ -52,12 +66,24 @@ EDGE_LIMIT_C = 0.25  # scaled ReLU, β = 0: Θ(L)(x, y)/L → 1/4 for x ≠ y (s
 # Rates and limits are estimated on the depth windows [L/4, L/2] and [L/2, L]; the estimates
 # converge like 1/L², so below this many layers they are pre-asymptotic and not evaluated.
 MIN_RATE_DEPTH = 20
+# E σ̄'² − 1 of normalised tanh(g z) = (4/3)g⁴ − 8g⁶ + (2324/45)g⁸ − (1112/3)g¹⁰ + … (see
+# gained_tanh_excess): each term is −(6 … 7.2)·g² times the one before, at most 0.3 in size up
+# to g = 0.2, so there the remainder after the leading term lies between 0 and the next term
+# −8g⁶ (as for an alternating series of shrinking terms).
+TANH_SERIES = (4.0 / 3.0, -8.0, 2324.0 / 45.0, -1112.0 / 3.0)  # coefficients of g⁴, g⁶, …
+MAX_ASYMPTOTIC_GAIN = 0.2
+# Monte-Carlo samples of the r check of networks without a closed form.
+MC_SAMPLES = 1 << 20
+# The Hermite path and the quadrature path agree to ~1e-15 per layer; 1e-10 of Θ(x,x) is the
+# stated accuracy of the quadrature core over L ≤ 100 layers (as in regimes).
+DUAL_TOLERANCE = 1e-10
+DUAL_CHECK_COSINES = np.cos(np.linspace(0.0, math.pi, 7))
 
 
 def scaled_spec(name: str) -> str:
-    """The activation spec of σ/√E[σ(z)²] (E σ² = 1) for a base name."""
-    if name == "relu":
-        return "scaled_relu"
+    """The activation spec of σ/√E[σ(z)²] (E σ² = 1) for a base name, maybe with a gain."""
+    if get_activation(name).base.name == "relu":
+        return "scaled_relu"  # relu(g z)/√E[relu(g z)²] = √2·relu(z) for every gain g
     if abs(standard_moments(name)["mean"]) > 1e-12:
         raise ValueError(f"activation {name!r} has E σ ≠ 0; its rescaling has no spec")
     return f"normalized:{name}"  # odd σ: subtracting E σ = 0 changes nothing
@@ -73,6 +99,44 @@ def _grad_second(spec: str) -> tuple[float, float]:
     return closed, order_parameter_quadrature(spec, 0.0)
 
 
+def gained_tanh_excess(gain: float) -> float:
+    """E σ̄'² − 1 for σ̄ = normalised tanh(g z): E σ'²/E σ² − 1 by the 1-D quadrature core
+    (32 nodes per panel; tanh(g z) is odd, so normalising only divides by √E σ²)."""
+    act = get_activation(f"tanh({float(gain)!r}z)")
+    one = torch.ones((), dtype=torch.float64)
+    grad_second = expect_1d(lambda u: act.derivative(u) ** 2, one, n_per_panel=32)
+    second = expect_1d(lambda u: act(u) ** 2, one, n_per_panel=32)
+    return float(grad_second / second) - 1.0
+
+
+def monte_carlo_r(net, seed: int) -> tuple[float, float]:
+    """(r, its standard error) = (1 − β²)·mean σ'(z)²/mean σ(z)² over MC_SAMPLES z ~ N(0, 1).
+
+    The ratio makes the estimate independent of the normalisation constant of σ; its standard
+    error is the delta method's sd(σ'² − R σ²)/(√n · mean σ²)."""
+    act = get_activation(net.activation)
+    z = torch.randn(MC_SAMPLES, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    num, den = act.derivative(z) ** 2, act(z) ** 2
+    ratio = float(num.mean() / den.mean())
+    se = float((num - ratio * den).std()) / (math.sqrt(MC_SAMPLES) * float(den.mean()))
+    factor = 1.0 - net.beta**2
+    return factor * ratio, factor * se
+
+
+def has_closed_form(net) -> bool:
+    return get_activation(net.activation).has_closed_form
+
+
+def dual_gap(net, depth: int) -> float:
+    """max |Θ_Hermite − Θ_quadrature| / Θ(x,x) over DUAL_CHECK_COSINES at ``depth``."""
+    kw = dict(depth=depth, beta=net.beta, activation=net.activation)
+    series = dual.kernels_of_cosine(DUAL_CHECK_COSINES, parametrization=PARAMETRIZATION, **kw)[1]
+    quad = kernels_of_cosine(
+        DUAL_CHECK_COSINES, parametrization=PARAMETRIZATION, method="quadrature", **kw
+    )[1]
+    return float(np.max(np.abs(series - quad)) / quad[0])
+
+
 def quadrature_moment_error() -> float:
     """Largest relative error of the 1-D quadrature core on E z^{2k} = (2k−1)!!, k = 0 … 4."""
     one = torch.ones((), dtype=torch.float64)
@@ -82,6 +146,22 @@ def quadrature_moment_error() -> float:
         moment = float(expect_1d(lambda u, k=k: u ** (2 * k), one))
         errors.append(abs(moment - exact) / exact)
     return max(errors)
+
+
+def _depth_kernels(net, max_depth: int, both: np.ndarray):
+    """A function depth -> (Σ, Θ) at the cosines ``both``: closed-form networks call the
+    kernels per depth; the others take every depth from one pass of the Hermite series."""
+    if has_closed_form(net):
+        return lambda depth: kernels_at_cosine(net, depth, both)
+    sigmas, thetas = dual.kernels_of_cosine(
+        both,
+        depth=max_depth,
+        beta=net.beta,
+        activation=net.activation,
+        parametrization=PARAMETRIZATION,
+        all_depths=True,
+    )
+    return lambda depth: (sigmas[depth - 1], thetas[depth - 1])
 
 
 def _depth_sweep(net, max_depth: int, grid: np.ndarray, cos_points: np.ndarray) -> dict:
@@ -104,8 +184,9 @@ def _depth_sweep(net, max_depth: int, grid: np.ndarray, cos_points: np.ndarray) 
     )
     out = {k: np.empty(max_depth) for k in keys}
     both = np.concatenate([grid, cos_points.ravel()])
+    kernels_at = _depth_kernels(net, max_depth, both)
     for i, depth in enumerate(range(1, max_depth + 1)):
-        sigma, values = kernels_at_cosine(net, depth, both)
+        sigma, values = kernels_at(depth)
         curve, gram = values[: len(grid)], values[len(grid) :].reshape(n, n)
         diag = curve[-1]  # grid ends at t = 1
         ratio = curve / diag
@@ -142,6 +223,12 @@ def limit(p: dict, outputs) -> None:
             arrays[f"r_closed_{kind}_{name}"] = (1.0 - betas**2) * closed
             arrays[f"r_quad_{kind}_{name}"] = (1.0 - betas**2) * quad
     arrays["grad_second_quad_identity"] = np.float64(_grad_second("normalized:identity")[1])
+    gains = np.geomspace(p["gain_range"][0], p["gain_range"][1], p["gain_points"])
+    arrays.update(
+        gains=gains,
+        gain_betas=np.array(p["gain_betas"], dtype=np.float64),
+        gain_excess=np.array([gained_tanh_excess(g) for g in gains]),
+    )
 
     nets = parse_networks(p["networks"])
     max_depth = int(p["max_depth"])
@@ -164,6 +251,21 @@ def limit(p: dict, outputs) -> None:
     sweeps = [_depth_sweep(net, max_depth, grid, cos_points) for net in nets]
     for key in sweeps[0]:
         arrays[key] = np.stack([s[key] for s in sweeps])
+    # Networks without a closed form: r by Monte Carlo, and the Hermite path against quadrature.
+    mc = [
+        monte_carlo_r(n, derive_seed(p["seed"], "phase", "mc", n.name))
+        if not has_closed_form(n)
+        else (math.nan, math.nan)
+        for n in nets
+    ]
+    arrays.update(
+        series_path=np.array([not has_closed_form(n) for n in nets]),
+        r_mc=np.array([m[0] for m in mc]),
+        r_mc_se=np.array([m[1] for m in mc]),
+        dual_gap=np.array(
+            [math.nan if has_closed_form(n) else dual_gap(n, max_depth) for n in nets]
+        ),
+    )
     save_arrays(outputs[0], **arrays)
 
 
@@ -232,15 +334,74 @@ _COLORS = {"relu": "tab:blue", "erf": "tab:orange", "tanh": "tab:green"}
 
 def plot(p: dict, outputs, *, limit: str) -> None:
     res = _load(limit)
-    fig, axes = new_figure(2, 3, width=13.0, height=7.6)
+    fig, axes = new_figure(2, 4, width=17.0, height=7.6)
     net_colors = [f"C{k + 3}" for k in range(len(res["names"]))]
     _panel_order_parameter(axes[0, 0], res, net_colors)
     _panel_freeze(axes[0, 1], res, net_colors)
     _panel_off_diagonal(axes[0, 2], res, net_colors)
+    _panel_gain(axes[0, 3], res, net_colors)
     _panel_distance(axes[1, 0], res, net_colors)
     _panel_condition(axes[1, 1], res, net_colors)
     _panel_constant_mode(axes[1, 2], res, net_colors)
+    _panel_critical_beta(axes[1, 3], res, net_colors)
     save_figure(fig, outputs)
+
+
+def critical_beta(excess: np.ndarray) -> np.ndarray:
+    """β* with r = (1 − β*²)(1 + excess) = 1, i.e. √(1 − 1/E σ̄'²) (r < 1 for β > β*)."""
+    return np.sqrt(excess / (1.0 + excess))
+
+
+def _panel_gain(ax, res: dict, net_colors: list[str]) -> None:
+    """r over the gain g of normalised tanh(g z) at a few β, with the boundary r = 1."""
+    from matplotlib import colormaps
+    from matplotlib.ticker import FormatStrFormatter
+
+    gains, betas = res["gains"], res["gain_betas"]
+    for j, beta in enumerate(betas):
+        r = (1.0 - beta**2) * (1.0 + res["gain_excess"])
+        color = colormaps["viridis"](0.9 * j / max(len(betas) - 1, 1))
+        ax.loglog(gains, r, color=color, label=f"β = {beta:g}")
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.text(gains[-1], 1.08, "chaos (r > 1)", fontsize=8, va="bottom", ha="right")
+    ax.text(gains[-1], 0.93, "freeze (r < 1)", fontsize=8, va="top", ha="right")
+    for k in _tanh_networks(res):
+        act = get_activation(str(res["activations"][k]))
+        ax.plot(act.gain, res["r"][k], "*", ms=10, color=net_colors[k], label=res["names"][k])
+    for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis(FormatStrFormatter("%g"))
+    ax.set_xlabel("gain g")
+    ax.set_ylabel("r = (1 − β²) E σ̄'(z)²")
+    ax.set_title("Normalised tanh(g z): r over the gain (★: networks)")
+    ax.legend(loc="upper left", fontsize=7)
+
+
+def _tanh_networks(res: dict) -> list[int]:
+    """Indices of the networks whose σ is a (normalised) tanh, with or without a gain."""
+    return [
+        k
+        for k in range(len(res["names"]))
+        if get_activation(str(res["activations"][k])).base.name == "tanh"
+    ]
+
+
+def _panel_critical_beta(ax, res: dict, net_colors: list[str]) -> None:
+    """β*(g) of normalised tanh(g z) against the small-gain asymptote (2/√3)g²."""
+    gains = res["gains"]
+    beta_star = critical_beta(res["gain_excess"])
+    ax.loglog(gains, beta_star, color="tab:green", label="β*(g) (quadrature)")
+    ax.fill_between(gains, beta_star, 1.0, color="tab:blue", alpha=0.08, label="freeze")
+    small = gains <= 1.0
+    ax.loglog(
+        gains[small], 2.0 / math.sqrt(3.0) * gains[small] ** 2, "k--", lw=0.8, label="(2/√3)·g²"
+    )
+    for k in _tanh_networks(res):
+        act = get_activation(str(res["activations"][k]))
+        ax.plot(act.gain, res["betas_net"][k], "*", ms=10, color=net_colors[k])
+    ax.set_xlabel("gain g")
+    ax.set_ylabel("β* (r = 1)")
+    ax.set_title("Normalised tanh(g z): freeze for β > β*(g)")
+    ax.legend(loc="lower right")
 
 
 def _panel_order_parameter(ax, res: dict, net_colors: list[str]) -> None:
@@ -251,16 +412,17 @@ def _panel_order_parameter(ax, res: dict, net_colors: list[str]) -> None:
         normed = res[f"r_quad_normalized_{name}"]
         same = np.allclose(scaled, normed)
         label = f"{name}: σ/√E σ²" + (" = σ̄" if same else "")
-        ax.plot(betas, scaled, color=_COLORS.get(name), lw=1.6, label=label)
+        color = _COLORS.get(name, "tab:olive")  # (a gained σ such as tanh(0.5z))
+        ax.plot(betas, scaled, color=color, lw=1.6, label=label)
         if not same:
-            ax.plot(betas, normed, "--", color=_COLORS.get(name), lw=1.6, label=f"{name}: σ̄")
+            ax.plot(betas, normed, "--", color=color, lw=1.6, label=f"{name}: σ̄")
         if np.isfinite(res[f"r_closed_scaled_{name}"]).all():
             ax.plot(
                 betas[::10],
                 res[f"r_closed_scaled_{name}"][::10],
                 "o",
                 ms=3,
-                color=_COLORS.get(name),
+                color=color,
                 mfc="none",
             )
     ax.axhline(1.0, color="black", lw=0.8)
@@ -388,8 +550,102 @@ def _panel_constant_mode(ax, res: dict, net_colors: list[str]) -> None:
 
 def check(p: dict, outputs, *, limit: str) -> None:
     res = _load(limit)
-    rows = _quadrature_rows(res) + _network_rows(res)
+    rows = _quadrature_rows(res) + _network_rows(res) + _gain_rows(res) + _series_rows(res)
     write_checks(outputs[0], rows)
+
+
+def _gain_rows(res: dict) -> list[Check]:
+    """Normalised tanh(g z): the small-gain asymptote at the smallest g, chaos at the largest."""
+    gains, excess = res["gains"], res["gain_excess"]
+    g = float(gains[0])
+    beyond = (
+        ""
+        if g <= MAX_ASYMPTOTIC_GAIN
+        else f"not evaluated at this size: smallest gain {g:g} > {MAX_ASYMPTOTIC_GAIN}, where "
+        "the terms of the series stop shrinking fast and the next term no longer bounds the rest"
+    )
+    leading, nxt = TANH_SERIES[0] * g**4, TANH_SERIES[1] * g**6
+    series = sum(c * g ** (4 + 2 * i) for i, c in enumerate(TANH_SERIES))
+    derived = (
+        "derived here (not a statement of the papers): tanh x = x - x³/3 + 2x⁵/15 - … in "
+        "E σ'²/E σ² gives E σ̄'² - 1 = (4/3)g⁴ - 8g⁶ + (2324/45)g⁸ - (1112/3)g¹⁰ + …"
+    )
+    rows = [
+        Check(
+            "phase",
+            f"normalised tanh(g z), g = {g:g}: E σ̄'² - 1 = (4/3)g⁴ (small-gain asymptote)",
+            leading,
+            float(excess[0]),
+            abs(nxt),
+            "abs",
+            note=f"{derived}; tolerance the next term 8g⁶ = {abs(nxt):.3g} (the terms alternate, "
+            f"each <= 0.3x the one before at g <= {MAX_ASYMPTOTIC_GAIN}); four terms give "
+            f"{series:.8g}",
+            not_evaluated=beyond,
+        ),
+        Check(
+            "phase",
+            f"normalised tanh(g z), g = {g:g}: β* (r = 1) = (2/√3)g², freeze for every β > β*",
+            2.0 / math.sqrt(3.0) * g**2,
+            float(critical_beta(excess[:1])[0]),
+            2.0 * math.sqrt(3.0) * g**4,
+            "abs",
+            note=f"{derived}, so β*² = 1 - 1/E σ̄'² and β* = (2/√3)g² - 2√3 g⁴ + (142√3/15)g⁶ - …; "
+            "tolerance the next term 2√3 g⁴",
+            not_evaluated=beyond,
+        ),
+    ]
+    top = float(res["gain_betas"].max())
+    rows.append(
+        Check(
+            "phase",
+            f"normalised tanh(g z), g = {float(gains[-1]):g}: chaos (r > 1) at every β <= {top:g}",
+            1.0,
+            float((1.0 - top**2) * (1.0 + excess[-1])),
+            0.0,
+            "at_least",
+            note="derived here: as g → ∞, σ → sign, E σ² → 1 and E σ'² ≈ 4g/(3√(2π)) grows; "
+            "r decreases in β, so the largest β of the gain panel is the binding case",
+        )
+    )
+    return rows
+
+
+def _series_rows(res: dict) -> list[Check]:
+    """Networks without a closed form: r against Monte Carlo, Hermite path against quadrature."""
+    rows = []
+    max_depth = int(res["depths"][-1])
+    for k, name in enumerate(res["names"]):
+        if not res["series_path"][k]:
+            continue
+        r, se = float(res["r_mc"][k]), float(res["r_mc_se"][k])
+        rows.append(
+            Check(
+                "phase",
+                f"{name} ({res['activations'][k]}): r by 1-D quadrature = Monte Carlo",
+                r,
+                float(res["r"][k]),
+                4.0 * se,
+                "abs",
+                note=f"MC over {MC_SAMPLES} z ~ N(0,1), r = (1-β²) mean σ'²/mean σ²; tolerance "
+                f"4 standard errors (delta method), SE = {se:.2g}",
+            )
+        )
+        rows.append(
+            Check(
+                "phase",
+                f"{name}: Θ∞ by the Hermite series (used for the sweep) = quadrature path at "
+                f"{len(DUAL_CHECK_COSINES)} cosines, L = {max_depth}, relative to Θ(x,x)",
+                0.0,
+                float(res["dual_gap"][k]),
+                DUAL_TOLERANCE,
+                "abs",
+                note="two independent evaluations of one layer map (power series of ρ with "
+                "Gauss-Hermite coefficients; polar 2-D quadrature); tolerance the stated "
+                "accuracy of the quadrature core over <= 100 layers",
+            )
+        )
+    return rows
 
 
 def _quadrature_rows(res: dict) -> list[Check]:
