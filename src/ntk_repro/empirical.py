@@ -25,10 +25,11 @@ summed over every parameter of the module. Two ways to compute it:
     O(N·k·P) for P parameters: only for small nets and checks.
 
 Batch-coupled modules (BatchNorm using batch statistics, ``MLP(norm="batch_last")`` or
-``"batch"``) have no per-sample Jacobian: f(x_i) depends on the other samples of the batch. For them the kernel is
-computed from the Jacobian of the whole batch output on the concatenated batch [x1; x2] and
-the (x1, x2) block is returned. That kernel therefore depends on the batch: Θ(x1, x2) computed
-alone differs from the same block of a Gram computed together with other points.
+``"batch"``) have no per-sample Jacobian: f(x_i) depends on the other samples of the batch.
+For them the kernel is computed from the Jacobian of the whole batch output on the
+concatenated batch [x1; x2] and the (x1, x2) block is returned. That kernel therefore depends
+on the batch: Θ(x1, x2) computed alone differs from the same block of a Gram computed together
+with other points.
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ def empirical_ntk(
         Batch-coupled models always take the whole-batch Jacobian path (see module notes).
     batch_coupled : bool, optional
         Whether outputs depend on the whole batch (BatchNorm with batch statistics). ``None``
-        detects it: ``MLP(norm="batch_last")`` or ``"batch"``, or a BatchNorm layer in training mode or
-        without running statistics. If True, the kernel is computed from the Jacobian of the
-        output of the concatenated batch [x1; x2] and depends on that batch.
+        detects it: ``MLP(norm="batch_last")`` or ``"batch"``, or a BatchNorm layer in
+        training mode or without running statistics. If True, the kernel is computed from the
+        Jacobian of the output of the concatenated batch [x1; x2] and depends on that batch.
 
     Returns
     -------

@@ -74,6 +74,7 @@ def wildcard_values(exp, job):
 
 def job_resources(exp, job):
     p = exp.params(CFG)
+
     def resource(value):
         return (lambda wildcards: value(p, wildcards)) if callable(value) else value
 
