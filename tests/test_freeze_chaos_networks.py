@@ -230,7 +230,7 @@ def test_gan_stages(tmp_path):
     gan.plot(GAN_PARAMS, [str(tmp_path / "f.png")], runs=paths)
     gan.check(GAN_PARAMS, [str(tmp_path / "c.csv")], runs=paths)
     rows = _rows(tmp_path / "c.csv")
-    assert len(rows) == 11
+    assert len(rows) == 12
     # The BN identity is exact at any size: evaluated and passing even here.
     identity = [r for r in rows if "only the output bias" in r["claim"]]
     assert [r["status"] for r in identity] == ["pass"]
