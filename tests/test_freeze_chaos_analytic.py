@@ -140,19 +140,21 @@ def test_regimes_stages(tmp_path):
     assert len(rows) == 5 and all(r["status"] == "pass" for r in rows)
 
 
+# Small phase sizes shared by the phase stage tests.
+PHASE_SIZES = {
+    "beta_points": 11,
+    "max_depth": 12,
+    "cosine_points": 201,
+    "sphere_points": 12,
+    "sphere_dim": 8,
+    "gain_range": [0.1, 10.0],
+    "gain_points": 5,
+    "gain_betas": [0.0, 0.5],
+}
+
+
 def test_phase_stages(tmp_path):
-    p = {
-        **BASE,
-        "activations": ["relu", "erf", "tanh"],
-        "beta_points": 11,
-        "max_depth": 12,
-        "cosine_points": 201,
-        "sphere_points": 12,
-        "sphere_dim": 8,
-        "gain_range": [0.1, 10.0],
-        "gain_points": 5,
-        "gain_betas": [0.0, 0.5],
-    }
+    p = {**BASE, **PHASE_SIZES, "activations": ["relu", "erf", "tanh"]}
     out = tmp_path / "phase.npz"
     phase.limit(p, [str(out)])
     res = load_arrays(out)
@@ -197,19 +199,7 @@ def test_regimes_and_phase_with_a_tanh_of_small_gain(tmp_path):
     rows = _rows(tmp_path / "r.csv")
     assert len(rows) == 4 and all(r["status"] == "pass" for r in rows), rows
     assert "closed form" in rows[2]["claim"] and "Hermite" in rows[3]["claim"]
-    p = {
-        **BASE,
-        "networks": [TANH_NETWORK],
-        "activations": ["tanh(0.5z)"],
-        "beta_points": 11,
-        "max_depth": 12,
-        "cosine_points": 201,
-        "sphere_points": 12,
-        "sphere_dim": 8,
-        "gain_range": [0.1, 10.0],
-        "gain_points": 5,
-        "gain_betas": [0.0, 0.5],
-    }
+    p = {**BASE, **PHASE_SIZES, "networks": [TANH_NETWORK], "activations": ["tanh(0.5z)"]}
     phase.limit(p, [str(tmp_path / "p.npz")])
     res = load_arrays(tmp_path / "p.npz")
     assert 0.77 < res["r"][0] < 0.78

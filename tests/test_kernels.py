@@ -52,7 +52,11 @@ def test_closed_form_matches_quadrature(spec):
         assert err <= 1e-8, f"{spec}: {err:.2e}"
 
 
-@pytest.mark.parametrize("spec", ["tanh", "normalized:tanh", "relu", "erf"])
+# With gains (tanh(0.5z): a gain on the pre-activation) the quadrature is the only path.
+@pytest.mark.parametrize(
+    "spec",
+    ["tanh", "normalized:tanh", "relu", "erf", "tanh(0.5z)", "normalized:tanh(0.5z)", "tanh(3z)"],
+)
 def test_quadrature_matches_monte_carlo(spec):
     act = get_activation(spec)
     q1, q2, c = (

@@ -1,7 +1,8 @@
 """The whole laptop preset through the claims gate: every evaluated claim of the papers holds.
 
-About 25 minutes on 2 cores, so it runs only where NTK_RUN_LAPTOP=1 (CI sets it; `make test
-PYTEST_ARGS="-m laptop"` with that variable runs it alone).
+About 12 minutes on an idle 2-core machine (up to 25 loaded), so it runs only where
+NTK_RUN_LAPTOP=1 (CI sets it; `make test PYTEST_ARGS="-m laptop"` with that variable runs it
+alone).
 """
 
 from __future__ import annotations
