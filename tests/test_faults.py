@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SNAKEMAKE, new_workdir, result_files, snakemake, workflow_env
 
-# One figure whose training jobs are long enough to act on while they run (~5 s each on
-# 2 cores) and short enough for CI. Snakemake's --config must come after the targets.
+# One figure whose training jobs are long enough to act on while they run and short enough for
+# CI: the local run of 10000 steps takes ~45 s on an idle 2-core machine (1000 steps ended before
+# a second run could be refused). Snakemake's --config must come after the targets.
 TARGET = "results/figures/fig2.png"
-CONFIG = ["--config", "preset=test", "fig2={steps: 1000, widths: [32, 64]}"]
+CONFIG = ["--config", "preset=test", "fig2={steps: 10000, widths: [32, 64]}"]
 # Rule names, only where Snakemake or SLURM need one: the training rule whose SLURM job is
 # cancelled (found by the plugin's job comment "rule_<name>_wildcards_..."), and a rule given
 # too little memory together with its output file.
