@@ -292,8 +292,9 @@ def train(p: dict, outputs, *, net: str) -> None:
             return
         with torch.no_grad():
             x = gens(eval_z).cpu().numpy().astype(np.float64)
-        for k in np.flatnonzero(~np.isfinite(x).all(axis=(1, 2))):
-            raise RuntimeError(f"gan {net} seed {k}: generator diverged at step {step}")
+        diverged = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
+        if diverged.size:
+            raise RuntimeError(f"gan {net} seeds {list(diverged)}: diverged at step {step}")
         j = eval_steps.index(step)
         for k in range(len(seeds)):
             covered[k, j], quality[k, j] = coverage(p, x[k])
@@ -333,6 +334,9 @@ def _load(paths: list[str]):
             final_samples=run["final_samples"],
             kernels_init=run["kernels_init"],
             kernels_end=run["kernels_end"],
+            kernel_change=run["kernel_change"],
+            constant_mode=run["constant_mode"],
+            quality=run["quality"],
         )
         runs[name] = run
     return runs
