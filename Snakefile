@@ -23,6 +23,12 @@ except ConfigError as err:
     raise SystemExit(f"config error: {err}") from None
 
 EXPERIMENTS = registry()
+for _exp in EXPERIMENTS.values():
+    if _exp.validate is not None:
+        try:
+            _exp.validate(_exp.params(CFG))
+        except ValueError as err:
+            raise SystemExit(f"config error: {err}") from None
 
 
 include: "workflow/rules/common.smk"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -37,6 +38,17 @@ def new_workdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "config.yaml", path / "config.yaml")
     return path
+
+
+@pytest.fixture
+def one_intra_op_thread():
+    """One torch intra-op thread for the test, restored after it. For files of tiny tensors:
+    intra-op threads only add synchronisation there, and on a shared, loaded machine each
+    parallel region can wait a whole scheduler slice for a descheduled worker (~10× slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

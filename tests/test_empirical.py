@@ -22,15 +22,8 @@ from ntk_repro.networks import MLP
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    # Every tensor here is tiny, so intra-op threads only add synchronisation; on a shared,
-    # loaded machine each parallel region can wait a whole scheduler slice for a descheduled
-    # worker, which made this file ~10× slower. Restored after each test.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Every tensor here is tiny (see conftest.one_intra_op_thread).
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def _gen(seed: int) -> torch.Generator:

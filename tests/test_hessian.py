@@ -42,12 +42,8 @@ F64 = torch.float64
 ORDERS = (1, 2, 3, 4)
 
 
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Every tensor here is tiny (see conftest.one_intra_op_thread).
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def _mlp(n0, width, depth, activation="softplus", seed=0, beta=0.5, dtype=F64, **kw):

@@ -65,9 +65,9 @@ def _config(**changes):
         ({"staircase": [{"depth": 2, "gamma": 3, "time": 1, "lr": 1}] * 2}, "listed twice"),
     ],
 )
-def test_bad_config_raises_when_the_jobs_are_listed(changes, match):
+def test_bad_config_raises_when_the_workflow_validates_it(changes, match):
     with pytest.raises(ValueError, match=match):
-        sd.EXPERIMENT.job("dynamics").each(_config(**changes))
+        sd.EXPERIMENT.validate(_config(**changes))
     assert sd.EXPERIMENT.job("escape").each(_config()) == [{"depth": 3}]
 
 

@@ -175,6 +175,13 @@ def test_bad_config_value_fails_before_any_job_naming_the_key(tmp_path):
         (f"fig3={{mnist: {tmp_path / 'missing.idx'}}}", "fig3.mnist"),
         ("fig2={widht: 3}", "fig2.widht"),
         ("model={activation: softsign}", "model.activation"),
+        # Relations between keys, from the experiments' own validate.
+        ("gan={kernel_codes: 16, latent_dim: 20}", "gan.kernel_codes"),
+        ("saddles={singular_values: [3, 2, 1, 0.5, 0.25]}", "saddles.singular_values"),
+        (
+            "random_features={features: [200, 80, 40, 22, 20, 18, 10, 5, 2]}",
+            "random_features.features",
+        ),
     ):
         proc = snakemake(workdir, "--cores", "1", "--config", "preset=test", override, check=False)
         assert proc.returncode != 0

@@ -66,6 +66,9 @@ class Experiment:
     check: Stage
     figure_inputs: Mapping[str, str]  # keyword of plot/check -> job name
     figure_mem_mb: int = 2000
+    # What the schema cannot say (relations between keys): called with the stages' params when
+    # the workflow loads the config, before any job; raises a one-line ValueError naming the key.
+    validate: Callable[[dict], None] | None = None
 
     def job(self, name: str) -> Job:
         for job in self.jobs:

@@ -264,16 +264,21 @@ def _codes(p: dict, seeds: list[int], offset: int, n: int, dev) -> torch.Tensor:
     return torch.stack(draws).to(dev)
 
 
-def train(p: dict, outputs, *, net: str) -> None:
-    """Train ``seeds`` GANs with the ``net`` generator; record coverage, output variance and
-    the generator's NTK summary. Seed k is the same for every net (paired comparisons)."""
-    if net not in VARIANTS:
-        raise ValueError(f"net {net!r} is unknown; choose one of {list(NETS)}")
+def check_config(p: dict) -> None:
+    """The relation between keys the schema cannot state: the experiment's ``validate``."""
     if p["kernel_codes"] <= p["latent_dim"] + 1:
         raise ValueError(
             f"gan.kernel_codes = {p['kernel_codes']} must exceed gan.latent_dim + 1 = "
             f"{p['latent_dim'] + 1} (the linear functions of the codes need room)"
         )
+
+
+def train(p: dict, outputs, *, net: str) -> None:
+    """Train ``seeds`` GANs with the ``net`` generator; record coverage, output variance and
+    the generator's NTK summary. Seed k is the same for every net (paired comparisons)."""
+    if net not in VARIANTS:
+        raise ValueError(f"net {net!r} is unknown; choose one of {list(NETS)}")
+    check_config(p)
     dev = resolve_device(p["device"])
     seeds = [derive_seed(p["seed"], "gan", k) for k in range(p["seeds"])]
     gens = _Stacked([_generator(p, net, s, dev) for s in seeds])
@@ -695,4 +700,5 @@ EXPERIMENT = Experiment(
     plot=plot,
     check=check,
     figure_inputs={"runs": "train"},
+    validate=check_config,
 )

@@ -24,6 +24,7 @@ import torch
 
 from ntk_repro.device import resolve_device
 from ntk_repro.experiments import Experiment, Job
+from ntk_repro.experiments.normalisation import loglog_slope  # log |value|: pass np.abs
 from ntk_repro.hessian import (
     LossHessian,
     digits_problem,
@@ -112,20 +113,6 @@ def spectra(p: dict, outputs) -> None:
 # --- figure and checks --------------------------------------------------------------------------
 
 
-def loglog_slope(widths: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
-    """OLS of log |value| = a + b log width over every (width, seed): (b, SE of b, a)."""
-    lx = np.repeat(np.log(widths.astype(float)), values.shape[1])
-    ly = np.log(np.abs(values.ravel()))
-    design = np.stack([lx, np.ones_like(lx)], 1)
-    coef, *_ = np.linalg.lstsq(design, ly, rcond=None)
-    resid = ly - design @ coef
-    dof = len(ly) - 2
-    if dof < 1:
-        raise ValueError("the slope needs at least three (width, seed) points")
-    sxx = ((lx - lx.mean()) ** 2).sum()
-    return float(coef[0]), float(math.sqrt((resid @ resid) / dof / sxx)), float(coef[1])
-
-
 def _load(path: str) -> dict:
     run = load_arrays(path)
     require_finite(NAME, ratio=run["ratio"], cubic=run["cubic"], rayleigh=run["S_of_I"])
@@ -155,7 +142,7 @@ def plot(p: dict, outputs, *, spectra: str) -> None:
         (run["ratio"], "‖IS‖_F / (‖I‖_F ‖S‖_F)", "C1"),
         (np.abs(run["cubic"]), "|Tr H³ − Tr I³ − Tr S³| / (‖I‖_F ‖S‖_F²)", "C2"),
     ):
-        slope, _, intercept = loglog_slope(run["widths"], values)
+        slope, _, intercept = loglog_slope(run["widths"], np.abs(values))
         ax.loglog(np.repeat(widths, values.shape[1]), values.ravel(), "o", ms=3, color=color)
         ax.loglog(
             widths,
@@ -174,7 +161,7 @@ def plot(p: dict, outputs, *, spectra: str) -> None:
 def _slope_row(widths, values, claim: str, note: str, rate: float | None) -> Check:
     """A log-log slope claim: equal to ``rate`` within 3 OLS standard errors, or (rate None,
     "→ 0") negative: the upper end of its 3-SE interval at most 0."""
-    slope, slope_se, _ = loglog_slope(widths, values)
+    slope, slope_se, _ = loglog_slope(widths, np.abs(values))
     mean = np.abs(values).mean(1)
     note = (
         f"widths {widths.tolist()}, {values.shape[1]} nets each, exact; mean {mean[0]:.3g} -> "

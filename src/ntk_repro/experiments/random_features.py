@@ -426,7 +426,7 @@ def _panel_ridge(ax, rf: dict) -> None:
             ms=3,
             color=f"C{r}",
             capsize=2,
-            label="ridge fitted to the mean RF predictor",
+            label=f"ridge fitted to the mean RF predictor, λ = {lam:g}",
         )
     ax.axvline(1.0, color="0.5", lw=0.7)
     ax.set_ylim(0.5, None)
@@ -933,5 +933,6 @@ EXPERIMENT = Experiment(
     ),
     plot=plot,
     check=check,
+    validate=_check_sizes,
     figure_inputs={"features": "features", "nets": "nets"},
 )

@@ -108,7 +108,7 @@ def _entry(p: dict, key: str, depth: int) -> dict:
 
 def check_config(p: dict) -> None:
     """What the schema cannot say (a relation between keys), as one-line ValueErrors naming the
-    key. Called when the workflow lists the jobs (``each``), so before any job starts."""
+    key: the experiment's ``validate``, run when the workflow loads the config."""
     for key, dim in (("singular_values", "dim"), ("completion_singular_values", "completion_dim")):
         if len(p[key]) > p[dim]:
             raise ValueError(
@@ -123,13 +123,8 @@ def check_config(p: dict) -> None:
 
 
 def _depths(key: str):
-    """``each`` of the per-depth jobs; checks the configuration first."""
-
-    def each(p: dict) -> list[dict]:
-        check_config(p)
-        return [{"depth": e["depth"]} for e in p[key]]
-
-    return each
+    """``each`` of the per-depth jobs."""
+    return lambda p: [{"depth": e["depth"]} for e in p[key]]
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -912,6 +907,7 @@ EXPERIMENT = Experiment(
     ),
     plot=plot,
     check=check,
+    validate=check_config,
     figure_inputs={
         "runs": "dynamics",
         "escapes": "escape",
